@@ -1,0 +1,29 @@
+# The README's two commands: `make demo` (the main job) and `make test` (the whole suite).
+# Both create .venv on first use and install the package with pinned constraints
+# (torch==2.13.0 is the local CPU wheel; nothing here may pull a CUDA build).
+PYTHON ?= python3
+VENV   := .venv
+BIN    := $(VENV)/bin
+STAMP  := $(VENV)/.codekiln-installed
+DEMO_OUT ?= runs/demo
+
+.PHONY: demo test install clean bench
+
+$(STAMP): pyproject.toml constraints.txt
+	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
+	$(BIN)/python -m pip install -q -c constraints.txt -e '.[test]'
+	touch $(STAMP)
+
+install: $(STAMP)
+
+demo: $(STAMP)
+	$(BIN)/codekiln data build python-stdlib python-packages --out $(DEMO_OUT)/corpus --config configs/demo.yaml
+
+test: $(STAMP)
+	$(BIN)/python -m pytest -q
+
+bench: $(STAMP)
+	$(BIN)/python benchmarks/data_build.py
+
+clean:
+	rm -rf $(VENV) runs .pytest_cache .hypothesis

@@ -1,0 +1,114 @@
+"""The `codekiln` command: each subcommand is a thin call into a stage."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+
+from codekiln import __version__
+from codekiln.config import config_to_yaml, is_override, load_config
+from codekiln.errors import UserError
+
+
+class _Parser(argparse.ArgumentParser):
+    """argparse, but a usage mistake is one line on stderr and exit 2."""
+
+    def error(self, message: str):  # noqa: D401 - argparse's hook
+        self.exit(2, f"{self.prog}: error: {message}\n")
+
+
+def _split_overrides(words: list[str]) -> tuple[list[str], list[str]]:
+    positional = [w for w in words if not is_override(w)]
+    overrides = [w for w in words if is_override(w)]
+    return positional, overrides
+
+
+def _cmd_data_build(args) -> int:
+    from rich.console import Console
+
+    from codekiln.data.build import CorpusBuild
+    from codekiln.data.report import summary_table
+
+    sources, overrides = _split_overrides(args.sources)
+    config = load_config(args.config, overrides)
+    build = CorpusBuild(sources, args.out, config, keep_removed=args.keep_removed, workers=args.workers,
+                        overwrite=args.overwrite, progress=not args.quiet)
+    result = build.run()
+    console = Console()
+    console.print(summary_table(result.report))
+    tot = result.report["totals"]
+    if result.already_complete:
+        console.print(f"{result.out} is already complete: nothing to do (--overwrite rebuilds it)")
+    else:
+        phases = ", ".join(f"{k} {v:.1f}s" for k, v in result.timings.items())
+        resumed = f"; resumed {result.resumed_tasks} finished tasks" if result.resumed_tasks else ""
+        console.print(f"kept {tot['docs_out']:,} of {tot['docs_in']:,} documents "
+                      f"({tot['bytes_out'] / 1e6:,.1f} MB) with {build.workers} workers in {phases}{resumed}")
+    console.print(f"corpus: {result.out / 'data'}   report: {result.out / 'report.json'}")
+    return 0
+
+
+def _cmd_config_show(args) -> int:
+    config = load_config(args.config, args.overrides)
+    sys.stdout.write(config_to_yaml(config))
+    return 0
+
+
+def build_parser() -> argparse.ArgumentParser:
+    """The argument parser of every subcommand."""
+    p = _Parser(prog="codekiln", description="Train a code-completion model of your own.")
+    p.add_argument("--version", action="version", version=f"codekiln {__version__}")
+    sub = p.add_subparsers(dest="group", required=True, parser_class=_Parser)
+
+    data = sub.add_parser("data", help="stage 1: sources -> corpus")
+    data_sub = data.add_subparsers(dest="command", required=True, parser_class=_Parser)
+    b = data_sub.add_parser(
+        "build", help="build a clean, deduplicated corpus",
+        description="Build a corpus from SOURCEs: directories of repositories, Parquet, JSONL(.gz), "
+                    "python-stdlib, python-packages. Words like data.dedup.threshold=0.8 override the config.")
+    b.add_argument("sources", nargs="+", metavar="SOURCE", help="a source, or a section.key=value override")
+    b.add_argument("--out", required=True, help="corpus directory to write (resumed when it holds the same build)")
+    b.add_argument("--config", help="YAML config file")
+    b.add_argument("--workers", type=int, help="worker processes (default: data.workers, 0 = all cores)")
+    b.add_argument("--keep-removed", action="store_true", help="also write dropped documents with their reason")
+    b.add_argument("--overwrite", action="store_true", help="replace an --out that holds another build")
+    b.add_argument("--quiet", action="store_true", help="no progress bar")
+    b.set_defaults(func=_cmd_data_build)
+
+    cfg = sub.add_parser("config", help="configuration")
+    cfg_sub = cfg.add_subparsers(dest="command", required=True, parser_class=_Parser)
+    show = cfg_sub.add_parser("show", help="print the resolved config")
+    show.add_argument("--config", help="YAML config file")
+    show.add_argument("overrides", nargs="*", metavar="KEY=VALUE")
+    show.set_defaults(func=_cmd_config_show)
+    return p
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Entry point of the console script."""
+    parser = build_parser()
+    args, extra = parser.parse_known_args(argv)
+    # Overrides may stand anywhere, also after options (`--out DIR data.x=1`).
+    unknown = [w for w in extra if not is_override(w)]
+    if unknown:
+        parser.error(f"unrecognized arguments: {' '.join(unknown)}")
+    if extra:
+        target = "sources" if hasattr(args, "sources") else "overrides"
+        if not hasattr(args, target):
+            parser.error(f"unrecognized arguments: {' '.join(extra)}")
+        setattr(args, target, getattr(args, target) + extra)
+    if getattr(args, "workers", None) is not None and args.workers < 0:
+        print("codekiln: error: --workers must be >= 0", file=sys.stderr)
+        return 2
+    try:
+        return args.func(args)
+    except UserError as exc:
+        print(f"codekiln: error: {exc}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print("codekiln: interrupted; run the same command again to resume", file=sys.stderr)
+        return 130
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,358 @@
+"""`codekiln data build`: plan -> map (stages 1-6, in parallel) -> dedup + decontam -> write the corpus.
+
+Resumability: every phase leaves its result and a completion marker under OUT/_work, written
+atomically (temporary file, then rename). A rerun with the same sources and config skips
+finished tasks and phases; a build killed at any point resumes and produces the same bytes as
+an uninterrupted one, because task outputs never depend on the order tasks ran in.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+import pyarrow as pa
+import pyarrow.compute as pc
+import pyarrow.parquet as pq
+
+from codekiln import __version__
+from codekiln.config import Config
+from codekiln.data import readers
+from codekiln.data.dedup import EXACT, KEEP, NEAR, deduplicate
+from codekiln.data.document import DOCUMENT_SCHEMA, REMOVED_SCHEMA
+from codekiln.data.executor import LocalExecutor, resolve_workers
+from codekiln.data.minhash import LSHParams, candidate_probability
+from codekiln.data.report import build_report
+from codekiln.data.stages import Stats
+from codekiln.errors import UserError
+
+CONTAMINATED = 3
+_STATUS_REASON = {EXACT: "exact_duplicate", NEAR: "near_duplicate", CONTAMINATED: "contaminated"}
+
+
+def atomic_write_bytes(path: Path, data: bytes) -> None:
+    """Write a file so that readers see either nothing or the whole of it."""
+    tmp = path.with_name(path.name + f".tmp{os.getpid()}")
+    with open(tmp, "wb") as fh:
+        fh.write(data)
+        fh.flush()
+        os.fsync(fh.fileno())
+    os.replace(tmp, path)
+
+
+def atomic_write_json(path: Path, obj) -> None:
+    """JSON, indented, with a trailing newline, written atomically."""
+    atomic_write_bytes(path, (json.dumps(obj, indent=2, sort_keys=False) + "\n").encode())
+
+
+def atomic_write_parquet(path: Path, table: pa.Table) -> None:
+    """A Parquet file written atomically (zstd, no timestamps, so reruns give identical bytes)."""
+    tmp = path.with_name(path.name + f".tmp{os.getpid()}")
+    pq.write_table(table, tmp, compression="zstd", row_group_size=8192)
+    os.replace(tmp, path)
+
+
+def work_schema(bands: int) -> pa.Schema:
+    """Schema of a map task's kept documents: the Document plus the keys of stages 7-8."""
+    return DOCUMENT_SCHEMA.append(pa.field("order", pa.int64())).append(
+        pa.field("content_hash", pa.binary(16))).append(
+        pa.field("eligible", pa.bool_())).append(
+        pa.field("bands", pa.list_(pa.uint64(), bands))).append(
+        pa.field("contaminated", pa.bool_())).append(
+        pa.field("permissive", pa.bool_()))
+
+
+@dataclass
+class BuildResult:
+    """What a build did, for the CLI's summary."""
+
+    out: Path
+    report: dict
+    timings: dict[str, float] = field(default_factory=dict)
+    resumed_tasks: int = 0
+    already_complete: bool = False
+    stage_seconds: dict[str, float] = field(default_factory=dict)  # summed over workers
+
+
+class CorpusBuild:
+    """One corpus build into one output directory."""
+
+    def __init__(self, sources: list[str], out: str | os.PathLike, config: Config, keep_removed: bool = False,
+                 workers: int | None = None, overwrite: bool = False, progress: bool = True):
+        if not sources:
+            raise UserError("no SOURCE given (a directory, .parquet, .jsonl, python-stdlib or python-packages)")
+        self.cfg = config.data
+        self.config = config
+        self.sources = [readers.resolve_source(s) for s in sources]
+        self.source_specs = [f"{k}:{loc}" if k not in readers.BUILTIN_SOURCES else k for k, loc in self.sources]
+        self.out = Path(out)
+        self.work = self.out / "_work"
+        self.keep_removed = keep_removed
+        self.workers = resolve_workers(workers if workers is not None else self.cfg.workers)
+        self.progress = progress
+        self.stage_seconds: dict[str, float] = {}
+        self.lsh = LSHParams.from_config(self.cfg.dedup)
+        self.fingerprint = {
+            "codekiln_version": __version__,
+            "sources": self.source_specs,
+            "python": readers.python_version_tag(),
+            "keep_removed": keep_removed,
+            "config": config.model_dump(mode="json"),
+        }
+        self._prepare_out(overwrite)
+
+    # ------------------------------------------------------------------------------ out directory
+
+    def _prepare_out(self, overwrite: bool) -> None:
+        manifest = self.out / "manifest.json"
+        if self.out.exists() and not self.out.is_dir():
+            raise UserError(f"--out {self.out} exists and is not a directory")
+        if self.out.is_dir() and any(self.out.iterdir()):
+            old = None
+            if manifest.is_file():
+                try:
+                    old = json.loads(manifest.read_text())
+                except (OSError, ValueError):
+                    old = None
+            if old is None:
+                if not overwrite:
+                    raise UserError(f"--out {self.out} is not empty and holds no codekiln corpus; "
+                                    "choose another directory or pass --overwrite")
+            elif old.get("fingerprint") != self.fingerprint and not overwrite:
+                raise UserError(f"--out {self.out} holds a build with other sources or config; "
+                                "pass --overwrite to replace it")
+            if overwrite and (old is None or old.get("fingerprint") != self.fingerprint):
+                for child in self.out.iterdir():
+                    shutil.rmtree(child) if child.is_dir() else child.unlink()
+        try:
+            (self.work / "tasks").mkdir(parents=True, exist_ok=True)
+            probe = self.work / ".probe"
+            probe.write_bytes(b"")
+            probe.unlink()
+        except OSError as exc:
+            raise UserError(f"cannot write to --out {self.out}: {exc.strerror or exc}") from None
+
+    def _manifest(self, state: dict) -> dict:
+        return {"format": "codekiln-corpus/1", "fingerprint": self.fingerprint, "state": state}
+
+    # ------------------------------------------------------------------------------------ phases
+
+    def run(self) -> BuildResult:
+        """Run (or resume) the build and return its report."""
+        manifest_path = self.out / "manifest.json"
+        if manifest_path.is_file():
+            old = json.loads(manifest_path.read_text())
+            if old.get("state", {}).get("complete"):
+                report = json.loads((self.out / "report.json").read_text())
+                return BuildResult(self.out, report, already_complete=True)
+        timings: dict[str, float] = {}
+        t0 = time.perf_counter()
+        tasks, skipped = self._plan()
+        timings["plan"] = time.perf_counter() - t0
+        atomic_write_json(manifest_path, self._manifest({"complete": False, "tasks": len(tasks)}))
+
+        t0 = time.perf_counter()
+        executor = LocalExecutor(self.cfg, self.keep_removed, self.work, self.lsh.bands, self.workers, self.progress)
+        resumed = executor.run(tasks)
+        timings["map"] = time.perf_counter() - t0
+
+        t0 = time.perf_counter()
+        dedup_stats, dedup_info = self._dedup(tasks)
+        timings["dedup"] = time.perf_counter() - t0
+
+        t0 = time.perf_counter()
+        report = self._finalize(tasks, skipped, dedup_stats, dedup_info)
+        timings["write"] = time.perf_counter() - t0
+        atomic_write_json(manifest_path, self._manifest({"complete": True, "tasks": len(tasks)}))
+        if not self.cfg.keep_work:
+            shutil.rmtree(self.work, ignore_errors=True)
+        return BuildResult(self.out, report, timings, resumed_tasks=resumed, stage_seconds=self.stage_seconds)
+
+    def _plan(self) -> tuple[list[dict], dict]:
+        plan_path = self.work / "plan.json"
+        if plan_path.is_file():
+            plan = json.loads(plan_path.read_text())
+            return plan["tasks"], plan["skipped"]
+        tasks, skipped = readers.plan_sources([spec for spec in self.source_specs], self.cfg)
+        atomic_write_json(plan_path, {"tasks": tasks, "skipped": skipped})
+        return tasks, skipped
+
+    def _kept_path(self, task_id: int) -> Path:
+        return self.work / "tasks" / f"task-{task_id:06d}.kept.parquet"
+
+    def _removed_path(self, task_id: int) -> Path:
+        return self.work / "tasks" / f"task-{task_id:06d}.removed.parquet"
+
+    def _dedup(self, tasks: list[dict]) -> tuple[dict, dict]:
+        """Stages 7-8 over every kept document; stores status and cluster ids, returns their stats."""
+        result_path = self.work / "dedup.parquet"
+        stats_path = self.work / "dedup.json"
+        if result_path.is_file() and stats_path.is_file():
+            saved = json.loads(stats_path.read_text())
+            return saved["stats"], saved["info"]
+        cols = ["id", "order", "content_hash", "eligible", "bands", "contaminated", "permissive", "stars", "bytes", "lang"]
+        tables = [pq.read_table(self._kept_path(t["id"]), columns=cols) for t in tasks]
+        table = pa.concat_tables(tables) if tables else work_schema(self.lsh.bands).empty_table().select(cols)
+        table = table.combine_chunks()
+        n = table.num_rows
+        ids = np.asarray(table.column("id").to_numpy(zero_copy_only=False), dtype="U32")
+        chash = np.asarray(table.column("content_hash").to_numpy(zero_copy_only=False), dtype="S16")
+        bands_col = table.column("bands").combine_chunks() if n else None
+        bands = (np.asarray(bands_col.flatten().to_numpy(), dtype=np.uint64).reshape(n, self.lsh.bands)
+                 if n else np.zeros((0, self.lsh.bands), dtype=np.uint64))
+        eligible = table.column("eligible").to_numpy(zero_copy_only=False).astype(bool)
+        stars = table.column("stars").fill_null(-1).to_numpy().astype(np.int64)
+        nbytes = table.column("bytes").to_numpy().astype(np.int64)
+        permissive = table.column("permissive").to_numpy(zero_copy_only=False).astype(bool)
+        order = table.column("order").to_numpy().astype(np.int64)
+        contaminated = table.column("contaminated").to_numpy(zero_copy_only=False).astype(bool)
+        langs = table.column("lang").to_pylist()
+        del table, tables, bands_col
+        d = self.cfg.dedup
+        res = deduplicate(ids, chash, bands, eligible, permissive, stars, nbytes, order,
+                          exact=d.enabled and d.exact, near=d.enabled and d.near)
+        status = res.status.copy()
+        if self.cfg.decontam.enabled:
+            status[(status == KEEP) & contaminated] = CONTAMINATED
+
+        stats = Stats()
+        for stage, code, enabled in (("exact_dedup", EXACT, d.enabled and d.exact),
+                                     ("near_dedup", NEAR, d.enabled and d.near),
+                                     ("decontam", CONTAMINATED, self.cfg.decontam.enabled)):
+            if not enabled:
+                continue
+            entering = status == KEEP
+            for c in (EXACT, NEAR, CONTAMINATED):
+                if c >= code:
+                    entering |= status == c
+            s = stats.stages[stage]
+            s["docs_in"] = int(entering.sum())
+            s["bytes_in"] = int(nbytes[entering].sum())
+            leaving = entering & (status != code)
+            s["docs_out"] = int(leaving.sum())
+            s["bytes_out"] = int(nbytes[leaving].sum())
+            dropped = np.flatnonzero(status == code)
+            if dropped.size:
+                s["dropped"][_STATUS_REASON[code]] = int(dropped.size)
+                d_all = stats.dropped.setdefault(_STATUS_REASON[code], [0, 0])
+                d_all[0] += int(dropped.size)
+                d_all[1] += int(nbytes[dropped].sum())
+                for i in dropped:
+                    by_lang = stats.dropped_by_language.setdefault(langs[i] or "unknown", {})
+                    by_lang[_STATUS_REASON[code]] = by_lang.get(_STATUS_REASON[code], 0) + 1
+        info = {"clusters": res.clusters, "documents": n}
+        out = pa.table({"status": pa.array(status, pa.int8()), "cluster_id": pa.array(res.cluster_id.tolist(), pa.string())})
+        atomic_write_parquet(result_path, out)
+        atomic_write_json(stats_path, {"stats": stats.to_dict(), "info": info})
+        return stats.to_dict(), info
+
+    def _finalize(self, tasks: list[dict], skipped: dict, dedup_stats: dict, dedup_info: dict) -> dict:
+        """Write data/ (and removed/), report.json; returns the report."""
+        result = pq.read_table(self.work / "dedup.parquet")
+        status = result.column("status").to_numpy()
+        cluster_ids = result.column("cluster_id")
+        data_tmp = self.out / "data.tmp"
+        removed_tmp = self.out / "removed.tmp"
+        for d in (data_tmp, removed_tmp):
+            shutil.rmtree(d, ignore_errors=True)
+        data_tmp.mkdir()
+        data_writer = _PartWriter(data_tmp, DOCUMENT_SCHEMA, self.cfg.part_bytes)
+        removed_writer = None
+        if self.keep_removed:
+            removed_tmp.mkdir()
+            removed_writer = _PartWriter(removed_tmp, REMOVED_SCHEMA, self.cfg.part_bytes)
+        languages: dict[str, dict[str, int]] = {}
+        licenses: dict[str, dict[str, int]] = {}
+        stats = Stats()
+        offset = 0
+        for t in tasks:
+            stats.merge(json.loads((self.work / "tasks" / f"task-{t['id']:06d}.stats.json").read_text()))
+            kept = pq.read_table(self._kept_path(t["id"]))
+            n = kept.num_rows
+            st = status[offset : offset + n]
+            kept = kept.set_column(kept.schema.get_field_index("cluster_id"), "cluster_id",
+                                   cluster_ids.slice(offset, n))
+            offset += n
+            keep_mask = pa.array(st == KEEP)
+            docs = kept.filter(keep_mask).select(DOCUMENT_SCHEMA.names).cast(DOCUMENT_SCHEMA)
+            data_writer.add(docs)
+            for lang, lic, b in zip(docs.column("lang").to_pylist(), docs.column("license").to_pylist(),
+                                    docs.column("bytes").to_pylist()):
+                for table, key in ((languages, lang or "unknown"), (licenses, lic or "unknown")):
+                    e = table.setdefault(key, {"docs": 0, "bytes": 0})
+                    e["docs"] += 1
+                    e["bytes"] += b
+            if removed_writer is not None:
+                removed_path = self._removed_path(t["id"])
+                if removed_path.is_file():
+                    removed_writer.add(pq.read_table(removed_path).cast(REMOVED_SCHEMA))
+                gone = kept.filter(pa.array(st != KEEP)).select(DOCUMENT_SCHEMA.names)
+                if gone.num_rows:
+                    reasons = [_STATUS_REASON[int(s)] for s in st[st != KEEP]]
+                    removed_writer.add(gone.append_column("reason", pa.array(reasons, pa.string())).cast(REMOVED_SCHEMA))
+        data_writer.close()
+        if removed_writer is not None:
+            removed_writer.close()
+        for reason, (docs, nbytes) in sorted(skipped.items()):
+            stats.drop("read", reason, nbytes, None, docs=docs)
+        stats.merge(dedup_stats)
+        self.stage_seconds = dict(stats.seconds)
+        report = build_report(stats, self.cfg, languages, licenses, self._dedup_report(dedup_info))
+        for name, tmp in (("data", data_tmp), ("removed", removed_tmp)):
+            final = self.out / name
+            if tmp.exists():
+                shutil.rmtree(final, ignore_errors=True)
+                os.replace(tmp, final)
+        atomic_write_json(self.out / "report.json", report)
+        return report
+
+    def _dedup_report(self, info: dict) -> dict:
+        d, p = self.cfg.dedup, self.lsh
+        curve = {f"{s:.2f}": round(float(candidate_probability(s, p.bands, p.rows)), 4)
+                 for s in (0.5, 0.6, 0.7, 0.8, 0.85, 0.9, 0.95)}
+        return {
+            "exact": d.enabled and d.exact, "near": d.enabled and d.near,
+            "threshold": d.threshold, "num_perm": p.num_perm, "ngram": p.ngram, "min_tokens": p.min_tokens,
+            "bands": p.bands, "rows": p.rows,
+            "bands_rows_from": "config" if d.bands is not None else "threshold (min FP+FN area)",
+            "candidate_probability": curve,
+            "near_duplicate_clusters": info["clusters"], "documents": info["documents"],
+        }
+
+
+class _PartWriter:
+    """Writes a stream of tables into part-NNNNN.parquet files of about `part_bytes` content each."""
+
+    def __init__(self, directory: Path, schema: pa.Schema, part_bytes: int):
+        self.dir, self.schema, self.part_bytes = directory, schema, part_bytes
+        self.pending: list[pa.Table] = []
+        self.pending_bytes = 0
+        self.parts = 0
+
+    def add(self, table: pa.Table) -> None:
+        """Queue rows; flushes a part whenever enough content is queued."""
+        if table.num_rows == 0:
+            return
+        self.pending.append(table)
+        self.pending_bytes += pc.sum(table.column("bytes")).as_py() or 0
+        if self.pending_bytes >= self.part_bytes:
+            self.flush()
+
+    def flush(self) -> None:
+        """Write what is queued as one part."""
+        if not self.pending and self.parts:
+            return
+        table = pa.concat_tables(self.pending) if self.pending else self.schema.empty_table()
+        atomic_write_parquet(self.dir / f"part-{self.parts:05d}.parquet", table)
+        self.parts += 1
+        self.pending, self.pending_bytes = [], 0
+
+    def close(self) -> None:
+        """Write the last part (an empty corpus still gets one, so readers find the schema)."""
+        if self.pending or self.parts == 0:
+            self.flush()

@@ -1,0 +1,65 @@
+"""The Document contract (ARCHITECTURE.md) and the raw records readers hand to the stages."""
+
+from __future__ import annotations
+
+import hashlib
+from dataclasses import dataclass
+
+import pyarrow as pa
+
+DOCUMENT_SCHEMA = pa.schema(
+    [
+        ("id", pa.string()),
+        ("content", pa.string()),
+        ("path", pa.string()),
+        ("repo", pa.string()),
+        ("lang", pa.string()),
+        ("license", pa.string()),
+        ("source", pa.string()),
+        ("bytes", pa.int64()),
+        ("stars", pa.int64()),
+        ("cluster_id", pa.string()),
+    ]
+)
+REMOVED_SCHEMA = DOCUMENT_SCHEMA.append(pa.field("reason", pa.string()))
+
+
+@dataclass(slots=True)
+class RawDoc:
+    """One file as a reader found it, before any stage ran.
+
+    `data` holds the file's bytes (or the UTF-8 encoding of text given by a dataset); `error` is
+    a drop reason set by the reader itself (`unreadable`), in which case `data` may be empty.
+    `truncated` marks a file the reader did not read in full because it exceeds the size cap.
+    """
+
+    source: str
+    repo: str
+    path: str
+    data: bytes
+    license: str | None = None
+    stars: int | None = None
+    lang_hint: str | None = None
+    size: int = -1
+    truncated: bool = False
+    error: str | None = None
+
+    def __post_init__(self) -> None:
+        if self.size < 0:
+            self.size = len(self.data)
+
+
+def document_id(repo: str, path: str, data: bytes) -> str:
+    """Stable id of a document: a 128-bit hash of its repository, path and original bytes."""
+    h = hashlib.blake2b(digest_size=16)
+    h.update(repo.encode("utf-8", "surrogatepass"))
+    h.update(b"\0")
+    h.update(path.encode("utf-8", "surrogatepass"))
+    h.update(b"\0")
+    h.update(data)
+    return h.hexdigest()
+
+
+def text_to_bytes(text: str) -> bytes:
+    """UTF-8 bytes of dataset text; lone surrogates survive so the hygiene stage can reject them."""
+    return text.encode("utf-8", "surrogatepass")

@@ -1,0 +1,121 @@
+"""The local executor: runs the map tasks of a build on a pool of worker processes.
+
+Each task reads its documents, runs stages 1-6 and writes its own files under _work/tasks:
+`.kept.parquet`, `.removed.parquet` (with --keep-removed), `.stats.json`, then `.done` last.
+A task with a `.done` marker is never run again, so a killed build resumes where it stopped.
+The results do not depend on how many workers ran or in which order tasks finished.
+"""
+
+from __future__ import annotations
+
+import json
+import multiprocessing as mp
+import os
+import signal
+from pathlib import Path
+
+import numpy as np
+import pyarrow as pa
+
+from codekiln.config import DataConfig
+from codekiln.data.document import REMOVED_SCHEMA
+from codekiln.data.readers import read_task
+from codekiln.data.stages import DocumentProcessor, Stats
+from codekiln.progress import task_progress
+
+_STATE: dict = {}
+
+
+def resolve_workers(workers: int | None) -> int:
+    """Workers to use: the number given, or every core this process may run on when 0/None."""
+    if workers:
+        return workers
+    try:
+        return len(os.sched_getaffinity(0))
+    except AttributeError:
+        return os.cpu_count() or 1
+
+
+def _init_worker(cfg_json: str, keep_removed: bool, work: str, bands: int) -> None:
+    # Workers leave Ctrl-C to the parent, which stops the pool; unfinished tasks leave no marker.
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+    cfg = DataConfig.model_validate_json(cfg_json)
+    _STATE.update(processor=DocumentProcessor(cfg, keep_removed), work=Path(work), bands=bands,
+                  keep_removed=keep_removed, cfg=cfg)
+
+
+def run_task(task: dict) -> tuple[int, int]:
+    """Run one map task in this worker; returns (task id, input bytes)."""
+    from codekiln.data.build import atomic_write_bytes, atomic_write_parquet, work_schema
+
+    proc: DocumentProcessor = _STATE["processor"]
+    work: Path = _STATE["work"]
+    bands: int = _STATE["bands"]
+    proc.stats = Stats()
+    max_bytes = proc.cfg.hygiene.max_bytes if proc.cfg.hygiene.enabled else None
+    kept, removed = [], []
+    zeros = np.zeros(bands, dtype=np.uint64)
+    for seq, outcome in enumerate(proc.run(read_task(task, max_bytes))):
+        if outcome.reason is None:
+            rec, extra = outcome.record, outcome.extra
+            rec["order"] = (task["id"] << 32) | seq
+            rec["content_hash"] = extra["content_hash"]
+            rec["eligible"] = extra["bands"] is not None
+            rec["bands"] = zeros if extra["bands"] is None else extra["bands"]
+            rec["contaminated"] = extra["contaminated"]
+            rec["permissive"] = extra["permissive"]
+            kept.append(rec)
+        elif _STATE["keep_removed"]:
+            rec = outcome.record
+            rec["reason"] = outcome.reason
+            removed.append(rec)
+    base = work / "tasks" / f"task-{task['id']:06d}"
+    schema = work_schema(bands)
+    cols = {name: [r[name] for r in kept] for name in schema.names if name != "bands"}
+    arrays = [pa.array(cols[name], schema.field(name).type) if name != "bands" else
+              pa.FixedSizeListArray.from_arrays(
+                  pa.array(np.concatenate([r["bands"] for r in kept]) if kept else np.zeros(0, np.uint64),
+                           pa.uint64()), bands)
+              for name in schema.names]
+    atomic_write_parquet(Path(f"{base}.kept.parquet"), pa.Table.from_arrays(arrays, schema=schema))
+    if removed:
+        atomic_write_parquet(Path(f"{base}.removed.parquet"), pa.Table.from_pylist(removed, schema=REMOVED_SCHEMA))
+    atomic_write_bytes(Path(f"{base}.stats.json"), json.dumps(proc.stats.to_dict()).encode())
+    atomic_write_bytes(Path(f"{base}.done"), b"")
+    return task["id"], task.get("bytes", 0)
+
+
+class LocalExecutor:
+    """Runs every unfinished map task, on `workers` processes (inline when 1)."""
+
+    def __init__(self, cfg: DataConfig, keep_removed: bool, work: Path, bands: int, workers: int, progress: bool):
+        self.cfg, self.keep_removed, self.work, self.bands = cfg, keep_removed, work, bands
+        self.workers, self.progress = workers, progress
+
+    def run(self, tasks: list[dict]) -> int:
+        """Run the pending tasks; returns how many were already done (resumed)."""
+        done = {t["id"] for t in tasks if (self.work / "tasks" / f"task-{t['id']:06d}.done").exists()}
+        pending = [t for t in tasks if t["id"] not in done]
+        # Largest first, so the last task to finish is a small one and no core idles long.
+        pending.sort(key=lambda t: (-t.get("bytes", 0), t["id"]))
+        total = sum(t.get("bytes", 0) for t in pending)
+        initargs = (self.cfg.model_dump_json(), self.keep_removed, str(self.work), self.bands)
+        with task_progress("map: stages 1-6", total, enabled=self.progress) as advance:
+            if self.workers <= 1 or len(pending) <= 1:
+                _init_worker(*initargs)
+                signal.signal(signal.SIGINT, signal.default_int_handler)
+                for t in pending:
+                    advance(run_task(t)[1])
+            elif pending:
+                ctx = mp.get_context("fork" if "fork" in mp.get_all_start_methods() else "spawn")
+                pool = ctx.Pool(min(self.workers, len(pending)), initializer=_init_worker, initargs=initargs)
+                try:
+                    for _tid, nbytes in pool.imap_unordered(run_task, pending, chunksize=1):
+                        advance(nbytes)
+                    pool.close()
+                except BaseException:
+                    pool.terminate()
+                    raise
+                finally:
+                    pool.join()
+        return len(done)

@@ -1,0 +1,485 @@
+"""Readers: turn each SOURCE into a deterministic list of tasks, and each task into RawDocs.
+
+Planning happens once, in the parent process, and is stored with the build so a resumed build
+reads exactly the same files in the same order. Reading happens in the workers.
+
+Source kinds (`kind:PATH` forces one; otherwise it is inferred):
+  repos            a directory of repositories, or one repository (it has .git or a LICENSE at its top)
+  parquet          a Stack-style Parquet file or a directory of them (v1 and v2 column names)
+  jsonl            a JSONL / JSONL.gz file or a directory of them, one object per line with `content`
+  python-stdlib    the running interpreter's standard library (PSF-2.0); one repo per top-level module
+  python-packages  the installed distributions, license from their metadata; one repo per distribution
+"""
+
+from __future__ import annotations
+
+import gzip
+import importlib.metadata
+import json
+import os
+import sys
+import sysconfig
+import zlib
+from collections.abc import Iterator
+from pathlib import Path
+
+import pyarrow.parquet as pq
+
+from codekiln.config import DataConfig, WalkConfig
+from codekiln.data.document import RawDoc, text_to_bytes
+from codekiln.data.licenses import detect_repo_license, distribution_license, to_expression
+from codekiln.errors import UserError
+
+BUILTIN_SOURCES = ("python-stdlib", "python-packages")
+KINDS = ("repos", "parquet", "jsonl") + BUILTIN_SOURCES
+MAX_FILES_PER_TASK = 4000
+_LICENSE_NAMES = ("license", "licence", "copying", "unlicense")
+_JSONL_SUFFIXES = (".jsonl", ".jsonl.gz", ".ndjson", ".ndjson.gz")
+
+# Column names of The Stack v1 first, then v2, then plain names.
+_COLUMNS = {
+    "content": ("content", "text"),
+    "path": ("max_stars_repo_path", "path", "max_forks_repo_path", "max_issues_repo_path"),
+    "repo": ("max_stars_repo_name", "repo_name", "repo", "max_forks_repo_name", "max_issues_repo_name"),
+    "licenses": ("max_stars_repo_licenses", "detected_licenses", "licenses", "license"),
+    "stars": ("max_stars_count", "star_events_count", "stars"),
+    "lang": ("lang", "language"),
+}
+
+
+def _add_skip(skipped: dict, reason: str, docs: int, nbytes: int) -> None:
+    entry = skipped.setdefault(reason, [0, 0])
+    entry[0] += docs
+    entry[1] += nbytes
+
+
+# ----------------------------------------------------------------------------------------- planning
+
+
+def resolve_source(spec: str) -> tuple[str, str]:
+    """(kind, location) of a SOURCE argument; a missing path is a UserError."""
+    if spec in BUILTIN_SOURCES:
+        return spec, spec
+    kind, sep, rest = spec.partition(":")
+    if sep and kind in KINDS and kind not in BUILTIN_SOURCES:
+        path = Path(rest)
+    else:
+        kind, path = "", Path(spec)
+    if not path.exists():
+        raise UserError(f"source not found: {spec}")
+    path = path.resolve()
+    if kind:
+        return kind, str(path)
+    if path.is_file():
+        name = path.name.lower()
+        if name.endswith(".parquet"):
+            return "parquet", str(path)
+        if name.endswith(_JSONL_SUFFIXES):
+            return "jsonl", str(path)
+        raise UserError(f"source {spec}: a file source must be .parquet or .jsonl(.gz)")
+    files = [p for p in path.rglob("*") if p.is_file()]
+    if files and all(p.name.lower().endswith(".parquet") for p in files):
+        return "parquet", str(path)
+    if files and all(p.name.lower().endswith(_JSONL_SUFFIXES) for p in files):
+        return "jsonl", str(path)
+    return "repos", str(path)
+
+
+def plan_sources(specs: list[str], cfg: DataConfig) -> tuple[list[dict], dict[str, list[int]]]:
+    """All tasks of all sources, in a stable order, and what was skipped unread."""
+    tasks: list[dict] = []
+    skipped: dict[str, list[int]] = {}
+    for spec in specs:
+        kind, location = resolve_source(spec)
+        planner = _PLANNERS[kind]
+        tasks.extend(planner(location, cfg, skipped))
+    for i, task in enumerate(tasks):
+        task["id"] = i
+    return tasks, skipped
+
+
+def _chunk_files(source: str, items: list[list], cfg: DataConfig) -> list[dict]:
+    """Group (repo, path, abspath, size, license) items into tasks of about cfg.task_bytes."""
+    tasks, current, size = [], [], 0
+    for item in items:
+        current.append(item)
+        size += item[3]
+        if size >= cfg.task_bytes or len(current) >= MAX_FILES_PER_TASK:
+            tasks.append({"kind": "files", "source": source, "items": current, "bytes": size})
+            current, size = [], 0
+    if current:
+        tasks.append({"kind": "files", "source": source, "items": current, "bytes": size})
+    return tasks
+
+
+def _is_repo_root(path: Path) -> bool:
+    if (path / ".git").exists():
+        return True
+    try:
+        return any(p.is_file() and p.name.lower().startswith(_LICENSE_NAMES) for p in path.iterdir())
+    except OSError:
+        return False
+
+
+def _count_tree(path: Path) -> tuple[int, int]:
+    """Files and bytes below a skipped directory, counted without reading them."""
+    docs = nbytes = 0
+    for root, _dirs, files in os.walk(path):
+        for name in files:
+            docs += 1
+            try:
+                nbytes += os.lstat(os.path.join(root, name)).st_size
+            except OSError:
+                pass
+    return docs, nbytes
+
+
+def _load_gitignore(directory: Path):
+    import pathspec
+
+    f = directory / ".gitignore"
+    if not f.is_file():
+        return None
+    try:
+        lines = f.read_text(encoding="utf-8", errors="replace").splitlines()
+    except OSError:
+        return None
+    return pathspec.GitIgnoreSpec.from_lines(lines)
+
+
+def walk_repo(root: Path, walk: WalkConfig, skipped: dict) -> list[tuple[str, str, int]]:
+    """Files of one repository as (relative posix path, absolute path, size), sorted; skips counted."""
+    skip_dirs = set(walk.skip_dirs)
+    out: list[tuple[str, str, int]] = []
+    # Each entry: (directory relative to root, its .gitignore spec).
+    specs: list[tuple[str, object]] = []
+
+    def ignored(rel: str, is_dir: bool) -> bool:
+        for base, spec in specs:
+            if base and not rel.startswith(base + "/"):
+                continue
+            sub = rel[len(base) + 1 :] if base else rel
+            if spec.match_file(sub + "/" if is_dir else sub):
+                return True
+        return False
+
+    def visit(directory: Path, rel_dir: str) -> None:
+        spec = _load_gitignore(directory) if walk.respect_gitignore else None
+        if spec is not None:
+            specs.append((rel_dir, spec))
+        try:
+            entries = sorted(os.scandir(directory), key=lambda e: e.name)
+        except OSError:
+            _add_skip(skipped, "unreadable", 1, 0)
+            return
+        for entry in entries:
+            rel = f"{rel_dir}/{entry.name}" if rel_dir else entry.name
+            try:
+                is_link = entry.is_symlink()
+                is_dir = entry.is_dir(follow_symlinks=walk.follow_symlinks)
+                is_file = entry.is_file(follow_symlinks=walk.follow_symlinks)
+            except OSError:
+                continue
+            if is_link and not walk.follow_symlinks:
+                continue  # links are not followed: they may point outside the repo or loop
+            if is_dir:
+                if entry.name in skip_dirs:
+                    _add_skip(skipped, "vendored", *_count_tree(Path(entry.path)))
+                elif walk.respect_gitignore and ignored(rel, True):
+                    _add_skip(skipped, "gitignored", *_count_tree(Path(entry.path)))
+                else:
+                    visit(Path(entry.path), rel)
+            elif is_file:
+                try:
+                    size = entry.stat(follow_symlinks=walk.follow_symlinks).st_size
+                except OSError:
+                    size = 0
+                if walk.respect_gitignore and ignored(rel, False):
+                    _add_skip(skipped, "gitignored", 1, size)
+                else:
+                    out.append((rel, entry.path, size))
+        if spec is not None:
+            specs.pop()
+
+    visit(root, "")
+    return out
+
+
+def _plan_repos(location: str, cfg: DataConfig, skipped: dict) -> list[dict]:
+    root = Path(location)
+    if _is_repo_root(root):
+        repos = [root]
+    else:
+        repos = []
+        for p in sorted(root.iterdir(), key=lambda p: p.name):
+            if p.is_symlink() and not cfg.walk.follow_symlinks:
+                continue
+            if p.is_dir():
+                if p.name in cfg.walk.skip_dirs:
+                    _add_skip(skipped, "vendored", *_count_tree(p))
+                else:
+                    repos.append(p)
+    items: list[list] = []
+    for repo in repos:
+        license = detect_repo_license(repo)
+        for rel, abspath, size in walk_repo(repo, cfg.walk, skipped):
+            items.append([repo.name, rel, abspath, size, license])
+    return _chunk_files("repos", items, cfg)
+
+
+def stdlib_dir() -> Path:
+    """The running interpreter's standard library directory."""
+    return Path(sysconfig.get_paths()["stdlib"]).resolve()
+
+
+def _plan_stdlib(_location: str, cfg: DataConfig, skipped: dict) -> list[dict]:
+    root = stdlib_dir()
+    items: list[list] = []
+    for p in sorted(root.iterdir(), key=lambda p: p.name):
+        name = p.name
+        if p.is_dir():
+            # Only importable packages are "repositories"; site-packages is python-packages' job.
+            if name in ("site-packages", "lib-dynload") or name.startswith("config-") or not name.isidentifier():
+                continue
+            if name in cfg.walk.skip_dirs:
+                _add_skip(skipped, "vendored", *_count_tree(p))
+                continue
+            for rel, abspath, size in walk_repo(p, cfg.walk, skipped):
+                items.append([name, f"{name}/{rel}", abspath, size, "PSF-2.0"])
+        elif p.is_file() and name.endswith(".py"):
+            items.append([name[:-3], name, str(p), p.stat().st_size, "PSF-2.0"])
+    return _chunk_files("python-stdlib", items, cfg)
+
+
+def _plan_packages(_location: str, cfg: DataConfig, skipped: dict) -> list[dict]:
+    skip_dirs = set(cfg.walk.skip_dirs) - {"site-packages"}
+    seen: set[str] = set()
+    dists = []
+    for dist in importlib.metadata.distributions():
+        name = (dist.metadata.get("Name") or "").strip()
+        key = name.lower().replace("_", "-").replace(".", "-")
+        if not name or key in seen:
+            continue  # the first on sys.path wins, as for imports
+        seen.add(key)
+        dists.append((key, dist))
+    items: list[list] = []
+    stdlib = str(stdlib_dir())
+    for key, dist in sorted(dists, key=lambda x: x[0]):
+        try:
+            files = dist.files or []
+        except Exception:  # noqa: BLE001 - a broken RECORD is the distribution's problem, not ours
+            files = []
+        license = distribution_license(dist.metadata)
+        rels = sorted({str(f).replace(os.sep, "/") for f in files})
+        for rel in rels:
+            parts = rel.split("/")
+            if parts[0] == ".." or any(p.endswith((".dist-info", ".egg-info")) for p in parts[:-1]):
+                continue  # scripts outside site-packages and packaging metadata are not code
+            abspath = str(dist.locate_file(rel))
+            if abspath.startswith(stdlib + os.sep) and not abspath.startswith(stdlib + os.sep + "site-packages"):
+                continue  # a distribution that installs into the stdlib tree is python-stdlib's
+            if any(p in skip_dirs for p in parts[:-1]):
+                try:
+                    size = os.path.getsize(abspath)
+                except OSError:
+                    size = 0
+                _add_skip(skipped, "vendored", 1, size)
+                continue
+            try:
+                size = os.path.getsize(abspath)
+            except OSError:
+                continue  # listed in RECORD but not installed (e.g. removed .pyc): nothing to read
+            items.append([key, rel, abspath, size, license])
+    return _chunk_files("python-packages", items, cfg)
+
+
+def _files_under(location: str, suffixes: tuple[str, ...]) -> list[Path]:
+    path = Path(location)
+    if path.is_file():
+        return [path]
+    return sorted((p for p in path.rglob("*") if p.is_file() and p.name.lower().endswith(suffixes)), key=str)
+
+
+def _plan_parquet(location: str, cfg: DataConfig, skipped: dict) -> list[dict]:
+    tasks: list[dict] = []
+    for f in _files_under(location, (".parquet",)):
+        try:
+            meta = pq.ParquetFile(f).metadata
+            names = set(meta.schema.names)
+        except Exception as exc:  # noqa: BLE001 - any broken file is counted, never fatal
+            tasks.append({"kind": "broken", "source": "parquet", "file": str(f), "error": str(exc)[:200], "bytes": 0})
+            continue
+        if not names & set(_COLUMNS["content"]):
+            raise UserError(f"parquet source {f} has no 'content' column (The Stack v2 ships content separately)")
+        groups, size = [], 0
+        for i in range(meta.num_row_groups):
+            groups.append(i)
+            size += meta.row_group(i).total_byte_size
+            if size >= cfg.task_bytes:
+                tasks.append({"kind": "parquet", "source": "parquet", "file": str(f), "row_groups": groups, "bytes": size})
+                groups, size = [], 0
+        if groups:
+            tasks.append({"kind": "parquet", "source": "parquet", "file": str(f), "row_groups": groups, "bytes": size})
+    return tasks
+
+
+def _plan_jsonl(location: str, cfg: DataConfig, skipped: dict) -> list[dict]:
+    tasks: list[dict] = []
+    for f in _files_under(location, _JSONL_SUFFIXES):
+        size = f.stat().st_size
+        if f.name.lower().endswith(".gz") or size <= cfg.task_bytes:
+            tasks.append({"kind": "jsonl", "source": "jsonl", "file": str(f), "start": 0, "end": None, "bytes": size})
+            continue
+        for start in range(0, size, cfg.task_bytes):
+            end = min(start + cfg.task_bytes, size)
+            tasks.append({"kind": "jsonl", "source": "jsonl", "file": str(f), "start": start, "end": end, "bytes": end - start})
+    return tasks
+
+
+_PLANNERS = {
+    "repos": _plan_repos,
+    "parquet": _plan_parquet,
+    "jsonl": _plan_jsonl,
+    "python-stdlib": _plan_stdlib,
+    "python-packages": _plan_packages,
+}
+
+# ------------------------------------------------------------------------------------------ reading
+
+
+def read_task(task: dict, max_bytes: int | None) -> Iterator[RawDoc]:
+    """The RawDocs of one planned task, in a stable order."""
+    kind = task["kind"]
+    if kind == "files":
+        yield from _read_files(task, max_bytes)
+    elif kind == "parquet":
+        yield from _read_parquet(task)
+    elif kind == "jsonl":
+        yield from _read_jsonl(task)
+    elif kind == "broken":
+        yield RawDoc("parquet", "", Path(task["file"]).name, b"", error="unreadable")
+    else:
+        raise ValueError(f"unknown task kind {kind!r}")
+
+
+def _read_files(task: dict, max_bytes: int | None) -> Iterator[RawDoc]:
+    source = task["source"]
+    for repo, rel, abspath, size, license in task["items"]:
+        try:
+            with open(abspath, "rb") as fh:
+                data = fh.read() if max_bytes is None else fh.read(max_bytes + 1)
+        except OSError:
+            yield RawDoc(source, repo, rel, b"", license=license, size=size, error="unreadable")
+            continue
+        truncated = max_bytes is not None and len(data) > max_bytes
+        if truncated:
+            data = b""  # never kept: the size stage drops it, and removed/ records it without content
+        yield RawDoc(source, repo, rel, data, license=license, size=max(size, len(data)), truncated=truncated)
+
+
+def _column(table_names: set[str], role: str) -> str | None:
+    for name in _COLUMNS[role]:
+        if name in table_names:
+            return name
+    return None
+
+
+def _stars(value) -> int | None:
+    try:
+        return None if value is None else int(value)
+    except (TypeError, ValueError):
+        return None
+
+
+def _read_parquet(task: dict) -> Iterator[RawDoc]:
+    path = task["file"]
+    base = Path(path).name
+    try:
+        pf = pq.ParquetFile(path)
+        names = set(pf.schema_arrow.names)
+        cols = {role: _column(names, role) for role in _COLUMNS}
+        table = pf.read_row_groups(task["row_groups"], columns=[c for c in cols.values() if c])
+    except Exception:  # noqa: BLE001 - a corrupt row group is counted, never fatal
+        yield RawDoc("parquet", "", f"{base}#rg{task['row_groups'][0]}", b"", error="unreadable")
+        return
+    column = {role: (table.column(c).to_pylist() if c else None) for role, c in cols.items()}
+    first_row = sum(pf.metadata.row_group(i).num_rows for i in range(task["row_groups"][0]))
+    for i in range(table.num_rows):
+        content = column["content"][i]
+        repo = column["repo"][i] if column["repo"] else None
+        path_ = column["path"][i] if column["path"] else None
+        repo = repo if isinstance(repo, str) else ""
+        path_ = path_ if isinstance(path_, str) and path_ else f"{base}#{first_row + i}"
+        if not isinstance(content, str):
+            yield RawDoc("parquet", repo, path_, b"", error="unreadable")
+            continue
+        licenses = column["licenses"][i] if column["licenses"] else None
+        lang = column["lang"][i] if column["lang"] else None
+        yield RawDoc(
+            "parquet", repo, path_, text_to_bytes(content),
+            license=to_expression(licenses) if licenses else None,
+            stars=_stars(column["stars"][i]) if column["stars"] else None,
+            lang_hint=lang if isinstance(lang, str) else None,
+        )
+
+
+def _jsonl_doc(obj: dict, fallback_path: str) -> RawDoc:
+    content = obj.get("content")
+    repo = obj.get("repo", obj.get("repo_name", ""))
+    path = obj.get("path") or fallback_path
+    repo = repo if isinstance(repo, str) else ""
+    path = path if isinstance(path, str) else fallback_path
+    if not isinstance(content, str):
+        return RawDoc("jsonl", repo, path, b"", error="unreadable")
+    license = obj.get("license", obj.get("licenses"))
+    lang = obj.get("lang", obj.get("language"))
+    return RawDoc(
+        "jsonl", repo, path, text_to_bytes(content),
+        license=to_expression(license) if license else None,
+        stars=_stars(obj.get("stars")),
+        lang_hint=lang if isinstance(lang, str) else None,
+    )
+
+
+def _read_jsonl(task: dict) -> Iterator[RawDoc]:
+    path = task["file"]
+    base = Path(path).name
+    start, end = task["start"], task["end"]
+    try:
+        fh = gzip.open(path, "rb") if path.lower().endswith(".gz") else open(path, "rb")
+    except OSError:
+        yield RawDoc("jsonl", "", base, b"", error="unreadable")
+        return
+    with fh:
+        try:
+            offset = 0
+            if start:
+                # The task whose range holds a line's first byte owns the line.
+                fh.seek(start - 1)
+                fh.readline()
+                offset = fh.tell()
+            while end is None or offset < end:
+                line = fh.readline()
+                if not line:
+                    break
+                line_offset, offset = offset, offset + len(line)
+                if not line.strip():
+                    continue
+                where = f"{base}@{line_offset}"
+                try:
+                    obj = json.loads(line)
+                except (ValueError, UnicodeDecodeError, RecursionError):
+                    yield RawDoc("jsonl", "", where, b"", error="unreadable")
+                    continue
+                if not isinstance(obj, dict):
+                    yield RawDoc("jsonl", "", where, b"", error="unreadable")
+                    continue
+                yield _jsonl_doc(obj, where)
+        except (OSError, EOFError, zlib.error):
+            # A truncated or corrupt gzip stream: what was read stands, the rest is one unreadable record.
+            yield RawDoc("jsonl", "", f"{base}@corrupt", b"", error="unreadable")
+
+
+def python_version_tag() -> str:
+    """The interpreter whose stdlib python-stdlib reads, e.g. 'cpython-3.11.7'."""
+    return f"{sys.implementation.name}-{'.'.join(map(str, sys.version_info[:3]))}"

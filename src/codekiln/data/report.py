@@ -1,0 +1,74 @@
+"""report.json for a corpus build, and the summary table printed at the end of it."""
+
+from __future__ import annotations
+
+from rich.table import Table
+
+from codekiln.config import DataConfig
+from codekiln.data.stages import STAGES, Stats
+
+_ENABLED = {
+    "read": lambda c: True,
+    "language": lambda c: c.language.enabled,
+    "license": lambda c: c.license.enabled,
+    "hygiene": lambda c: c.hygiene.enabled,
+    "quality": lambda c: c.quality.enabled,
+    "parse": lambda c: c.parse.enabled,
+    "pii": lambda c: c.pii.enabled,
+    "exact_dedup": lambda c: c.dedup.enabled and c.dedup.exact,
+    "near_dedup": lambda c: c.dedup.enabled and c.dedup.near,
+    "decontam": lambda c: c.decontam.enabled,
+}
+
+
+def _sorted(d: dict) -> dict:
+    return {k: d[k] for k in sorted(d)}
+
+
+def build_report(stats: Stats, cfg: DataConfig, languages: dict, licenses: dict, dedup: dict) -> dict:
+    """The report.json contract: stages in order, drops, kept languages and licenses, PII, totals."""
+    stages = []
+    prev_docs = prev_bytes = None
+    for name in STAGES:
+        s = stats.stages[name]
+        enabled = _ENABLED[name](cfg)
+        if not enabled:
+            # A disabled stage passes everything through; show that rather than zeros.
+            s = {"docs_in": prev_docs, "docs_out": prev_docs, "bytes_in": prev_bytes, "bytes_out": prev_bytes,
+                 "dropped": {}}
+        stages.append({"name": name, "enabled": enabled, "docs_in": s["docs_in"], "docs_out": s["docs_out"],
+                       "bytes_in": s["bytes_in"], "bytes_out": s["bytes_out"], "dropped": _sorted(s["dropped"])})
+        prev_docs, prev_bytes = s["docs_out"], s["bytes_out"]
+    docs_out = sum(v["docs"] for v in languages.values())
+    bytes_out = sum(v["bytes"] for v in languages.values())
+    return {
+        "stages": stages,
+        "dropped": {r: {"docs": d, "bytes": b} for r, (d, b) in sorted(stats.dropped.items())},
+        "dropped_by_language": {lang: _sorted(r) for lang, r in sorted(stats.dropped_by_language.items())},
+        "languages": _sorted(languages),
+        "licenses": _sorted(licenses),
+        "pii": {kind: stats.pii.get(kind, 0) for kind in ("email", "ip", "secret")},
+        "dedup": dedup,
+        "totals": {"docs_in": stages[0]["docs_in"], "docs_out": docs_out,
+                   "bytes_in": stages[0]["bytes_in"], "bytes_out": bytes_out},
+    }
+
+
+def _mb(n: int) -> str:
+    return f"{n / 1e6:,.1f}"
+
+
+def summary_table(report: dict) -> Table:
+    """Per-stage docs and MB in/out with the drop reasons."""
+    t = Table(title="corpus build", title_justify="left")
+    for col, justify in (("stage", "left"), ("docs in", "right"), ("docs out", "right"), ("MB in", "right"),
+                         ("MB out", "right"), ("dropped", "left")):
+        t.add_column(col, justify=justify)
+    for s in report["stages"]:
+        dropped = ", ".join(f"{r} {n:,}" for r, n in sorted(s["dropped"].items(), key=lambda x: -x[1]))
+        name = s["name"] if s["enabled"] else f"{s['name']} (off)"
+        t.add_row(name, f"{s['docs_in']:,}", f"{s['docs_out']:,}", _mb(s["bytes_in"]), _mb(s["bytes_out"]), dropped)
+    tot = report["totals"]
+    t.add_row("total", f"{tot['docs_in']:,}", f"{tot['docs_out']:,}", _mb(tot["bytes_in"]), _mb(tot["bytes_out"]),
+              "PII redacted: " + ", ".join(f"{k} {v:,}" for k, v in report["pii"].items()), style="bold")
+    return t

@@ -1,0 +1,156 @@
+"""Every reader: repositories (walk rules, licenses), Parquet v1/v2, JSONL(.gz), the built-in sources."""
+
+import gzip
+import json
+from pathlib import Path
+
+import pytest
+from fixtures import make_jsonl, make_parquet_v1, make_parquet_v2, make_repos, python_module
+
+from codekiln.config import DataConfig
+from codekiln.data.readers import plan_sources, read_task, resolve_source
+from codekiln.errors import UserError
+
+
+def _read_all(specs, cfg=None):
+    cfg = cfg or DataConfig()
+    tasks, skipped = plan_sources(specs, cfg)
+    docs = [d for t in tasks for d in read_task(t, cfg.hygiene.max_bytes)]
+    return docs, skipped, tasks
+
+
+def test_repos_walk_rules(tmp_path):
+    make_repos(tmp_path / "repos")
+    docs, skipped, _ = _read_all([str(tmp_path / "repos")])
+    paths = {(d.repo, d.path) for d in docs}
+    assert ("alpha", "pkg/core.py") in paths and ("alpha", "sub/kept.py") in paths
+    assert ("alpha", "logo.png") in paths  # read, then dropped by the language stage
+    # .gitignore at the top and in a subdirectory; vendored trees never read.
+    assert not any(p.endswith((".log", "local_settings.py")) or "build_out" in p or "node_modules" in p for _, p in paths)
+    assert skipped["gitignored"][0] == 3  # notes.log, build_out/gen.py, sub/local_settings.py
+    assert skipped["vendored"][0] == 2
+    lic = {d.repo: d.license for d in docs}
+    assert lic["alpha"] == "MIT" and lic["beta"] == "GPL-3.0-only" and lic["delta"] == "Apache-2.0"
+    assert lic["gamma"] is None
+    assert all(d.source == "repos" for d in docs)
+
+
+def test_single_repo_and_order_is_stable(tmp_path):
+    make_repos(tmp_path / "repos")
+    one = tmp_path / "repos" / "alpha"
+    docs, _, _ = _read_all([str(one)])
+    assert {d.repo for d in docs} == {"alpha"}
+    again, _, _ = _read_all([str(one)])
+    assert [d.path for d in docs] == [d.path for d in again] == sorted(d.path for d in docs)
+
+
+def test_gitignore_can_be_disabled(tmp_path):
+    make_repos(tmp_path / "repos")
+    cfg = DataConfig.model_validate({"walk": {"respect_gitignore": False, "skip_dirs": []}})
+    docs, skipped, _ = _read_all([str(tmp_path / "repos")], cfg)
+    paths = {d.path for d in docs}
+    assert "notes.log" in paths and "node_modules/left-pad/index.js" in paths
+    assert "gitignored" not in skipped and "vendored" not in skipped
+
+
+def test_parquet_v1_and_v2(tmp_path):
+    d = tmp_path / "pq"
+    d.mkdir()
+    make_parquet_v1(d / "v1.parquet")
+    make_parquet_v2(d / "v2.parquet")
+    docs, _, tasks = _read_all([str(d)])
+    assert {t["kind"] for t in tasks} == {"parquet"}
+    by_path = {x.path: x for x in docs}
+    v1 = by_path["src/mod_201.py"]
+    assert (v1.repo, v1.license, v1.stars, v1.lang_hint) == ("stack/repo201", "Apache-2.0 AND MIT", None, "Python")
+    assert by_path["src/mod_200.py"].stars == 10
+    v2 = by_path["/lib/thing.py"]
+    assert (v2.repo, v2.license, v2.stars, v2.lang_hint) == ("v2/first", "BSD-3-Clause", 42, "Python")
+    assert by_path["/web/app.ts"].license is None
+
+
+def test_parquet_broken_file_is_counted_not_fatal(tmp_path):
+    d = tmp_path / "pq"
+    d.mkdir()
+    make_parquet_v1(d / "good.parquet")
+    (d / "broken.parquet").write_bytes(b"PAR1 this is not parquet at all")
+    docs, _, _ = _read_all([str(d)])
+    bad = [x for x in docs if x.error]
+    assert len(bad) == 1 and bad[0].error == "unreadable" and bad[0].path == "broken.parquet"
+    assert sum(1 for x in docs if not x.error) == 3
+
+
+def test_parquet_without_content_is_a_user_error(tmp_path):
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    pq.write_table(pa.table({"blob_id": ["x"], "path": ["a.py"]}), tmp_path / "meta.parquet")
+    with pytest.raises(UserError, match="no 'content' column"):
+        plan_sources([str(tmp_path / "meta.parquet")], DataConfig())
+
+
+def test_jsonl_plain_gz_and_malformed(tmp_path):
+    f = tmp_path / "docs.jsonl"
+    make_jsonl(f)
+    docs, _, _ = _read_all([str(f)])
+    assert [d.error for d in docs].count("unreadable") == 1
+    good = [d for d in docs if not d.error]
+    assert [d.path for d in good] == ["a/one.py", "b/more_copy.py", "c/gpl.py"]
+    assert good[0].license == "MIT" and good[0].stars == 3 and good[0].repo == "org/jsonl-repo"
+    gz = tmp_path / "docs.jsonl.gz"
+    gz.write_bytes(gzip.compress(f.read_bytes()))
+    docs_gz, _, _ = _read_all([str(gz)])
+    assert [(d.path, d.data) for d in docs_gz] == [(d.path.replace("docs.jsonl", "docs.jsonl.gz"), d.data) for d in docs]
+
+
+def test_jsonl_wrong_types_and_truncated_gzip(tmp_path):
+    f = tmp_path / "odd.jsonl"
+    f.write_text("[1, 2]\n" + json.dumps({"content": 5}) + "\n" + json.dumps({"content": "x = 1\n"}) + "\n")
+    docs, _, _ = _read_all([str(f)])
+    assert [d.error for d in docs] == ["unreadable", "unreadable", None]
+    gz = tmp_path / "cut.jsonl.gz"
+    payload = gzip.compress(("\n".join(json.dumps({"content": python_module(i)}) for i in range(50))).encode())
+    gz.write_bytes(payload[: len(payload) // 2])
+    docs, _, _ = _read_all([str(gz)])
+    assert docs and docs[-1].error == "unreadable" and all(d.error is None for d in docs[:-1])
+
+
+def test_jsonl_byte_ranges_cover_every_line_once(tmp_path):
+    f = tmp_path / "big.jsonl"
+    rows = [{"content": python_module(i, functions=2), "path": f"f{i}.py"} for i in range(200)]
+    f.write_text("".join(json.dumps(r) + "\n" for r in rows))
+    cfg = DataConfig(task_bytes=3000)
+    docs, _, tasks = _read_all([str(f)], cfg)
+    assert len(tasks) > 10
+    assert [d.path for d in docs] == [r["path"] for r in rows]
+
+
+def test_source_errors(tmp_path):
+    with pytest.raises(UserError, match="source not found"):
+        resolve_source(str(tmp_path / "missing"))
+    (tmp_path / "x.csv").write_text("a,b\n")
+    with pytest.raises(UserError, match="must be .parquet or .jsonl"):
+        resolve_source(str(tmp_path / "x.csv"))
+    assert resolve_source(f"repos:{tmp_path}") == ("repos", str(tmp_path.resolve()))
+
+
+def test_python_stdlib_source():
+    tasks, _ = plan_sources(["python-stdlib"], DataConfig())
+    items = [it for t in tasks for it in t["items"]]
+    repos = {it[0] for it in items}
+    assert {"json", "asyncio", "os"} <= repos
+    assert {it[4] for it in items} == {"PSF-2.0"}
+    assert not any(it[1].startswith("site-packages") for it in items)
+    assert ["json", "json/decoder.py"] in [it[:2] for it in items]
+
+
+def test_python_packages_source():
+    tasks, skipped = plan_sources(["python-packages"], DataConfig())
+    items = [it for t in tasks for it in t["items"]]
+    lic = {it[0]: it[4] for it in items}
+    assert lic.get("pytest") == "MIT"
+    assert lic.get("pyarrow") == "Apache-2.0"
+    assert all(not it[1].startswith("..") and ".dist-info/" not in it[1] for it in items)
+    # pip vendors its dependencies under pip/_vendor: counted as vendored, never read.
+    assert skipped.get("vendored", [0])[0] > 0
+    assert not any("/_vendor/" in it[1] for it in items)
