@@ -61,7 +61,8 @@ def report(r: dict, workers: int) -> None:
     print(f"overall: {tot['docs_in'] / r['wall']:,.0f} docs/s, {tot['bytes_in'] / 1e6 / r['wall']:.1f} MB/s "
           f"({tot['bytes_in'] / 1e6 / r['wall'] / workers:.1f} MB/s per core); "
           f"kept {tot['docs_out']:,} docs, {tot['bytes_out'] / 1e6:.1f} MB")
-    print(f"peak memory: parent {r['peak_parent_mb']:.0f} MB, largest worker {r['peak_child_mb']:.0f} MB")
+    worker = f"{r['peak_child_mb']:.0f} MB" if workers > 1 else "none (ran inline)"
+    print(f"peak memory (max RSS): parent {r['peak_parent_mb']:.0f} MB, largest worker {worker}")
 
 
 def main() -> None:

@@ -36,6 +36,11 @@ def resolve_workers(workers: int | None) -> int:
         return os.cpu_count() or 1
 
 
+def task_cost(task: dict) -> int:
+    """Expected work of a task, in bytes of text to process (for ordering and the progress bar)."""
+    return task.get("cost", task.get("bytes", 0))
+
+
 def _init_worker(cfg_json: str, keep_removed: bool, work: str, bands: int) -> None:
     # Workers leave Ctrl-C to the parent, which stops the pool; unfinished tasks leave no marker.
     signal.signal(signal.SIGINT, signal.SIG_IGN)
@@ -45,7 +50,7 @@ def _init_worker(cfg_json: str, keep_removed: bool, work: str, bands: int) -> No
 
 
 def run_task(task: dict) -> tuple[int, int]:
-    """Run one map task in this worker; returns (task id, input bytes)."""
+    """Run one map task in this worker; returns (task id, its expected cost)."""
     from codekiln.data.build import atomic_write_bytes, atomic_write_parquet, work_schema
 
     proc: DocumentProcessor = _STATE["processor"]
@@ -82,7 +87,7 @@ def run_task(task: dict) -> tuple[int, int]:
         atomic_write_parquet(Path(f"{base}.removed.parquet"), pa.Table.from_pylist(removed, schema=REMOVED_SCHEMA))
     atomic_write_bytes(Path(f"{base}.stats.json"), json.dumps(proc.stats.to_dict()).encode())
     atomic_write_bytes(Path(f"{base}.done"), b"")
-    return task["id"], task.get("bytes", 0)
+    return task["id"], task_cost(task)
 
 
 class LocalExecutor:
@@ -97,8 +102,8 @@ class LocalExecutor:
         done = {t["id"] for t in tasks if (self.work / "tasks" / f"task-{t['id']:06d}.done").exists()}
         pending = [t for t in tasks if t["id"] not in done]
         # Largest first, so the last task to finish is a small one and no core idles long.
-        pending.sort(key=lambda t: (-t.get("bytes", 0), t["id"]))
-        total = sum(t.get("bytes", 0) for t in pending)
+        pending.sort(key=lambda t: (-task_cost(t), t["id"]))
+        total = sum(task_cost(t) for t in pending)
         initargs = (self.cfg.model_dump_json(), self.keep_removed, str(self.work), self.bands)
         with task_progress("map: stages 1-6", total, enabled=self.progress) as advance:
             if self.workers <= 1 or len(pending) <= 1:

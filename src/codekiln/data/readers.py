@@ -27,6 +27,7 @@ import pyarrow.parquet as pq
 
 from codekiln.config import DataConfig, WalkConfig
 from codekiln.data.document import RawDoc, text_to_bytes
+from codekiln.data.languages import detect_language
 from codekiln.data.licenses import detect_repo_license, distribution_license, to_expression
 from codekiln.errors import UserError
 
@@ -98,17 +99,23 @@ def plan_sources(specs: list[str], cfg: DataConfig) -> tuple[list[dict], dict[st
     return tasks, skipped
 
 
+def _cost(rel: str, size: int) -> int:
+    """Expected work of a file: files of no known language are dropped after a read and a hash."""
+    return size if detect_language(rel) is not None else size // 50
+
+
 def _chunk_files(source: str, items: list[list], cfg: DataConfig) -> list[dict]:
-    """Group (repo, path, abspath, size, license) items into tasks of about cfg.task_bytes."""
-    tasks, current, size = [], [], 0
+    """Group (repo, path, abspath, size, license) items into tasks of about cfg.task_bytes of work."""
+    tasks, current, size, cost = [], [], 0, 0
     for item in items:
         current.append(item)
         size += item[3]
-        if size >= cfg.task_bytes or len(current) >= MAX_FILES_PER_TASK:
-            tasks.append({"kind": "files", "source": source, "items": current, "bytes": size})
-            current, size = [], 0
+        cost += _cost(item[1], item[3])
+        if cost >= cfg.task_bytes or len(current) >= MAX_FILES_PER_TASK:
+            tasks.append({"kind": "files", "source": source, "items": current, "bytes": size, "cost": cost})
+            current, size, cost = [], 0, 0
     if current:
-        tasks.append({"kind": "files", "source": source, "items": current, "bytes": size})
+        tasks.append({"kind": "files", "source": source, "items": current, "bytes": size, "cost": cost})
     return tasks
 
 
