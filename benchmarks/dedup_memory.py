@@ -1,9 +1,11 @@
-"""Near-dedup clustering at scale: time and peak memory for N documents' band keys.
+"""Near-dedup clustering at scale: time and peak memory of the corpus-wide dedup pass for N documents.
 
-The corpus-wide pass holds per document only its id, content hash and LSH band keys (25 x 8 bytes
-at the default threshold), never shingles. This measures that pass on synthetic keys with planted
-duplicate clusters, against a baseline in the same run: a pure-Python union-find over the same
-bucket groups (the classic approach), on the first `--baseline-docs` documents.
+The pass holds per document only its id, content hash and LSH band keys (25 x 8 bytes at the
+default threshold), never shingles. This writes N synthetic documents' keys (with planted duplicate
+clusters) as map-task Parquet files, exactly as a build leaves them, then measures in a fresh process
+the build's own loading (`load_dedup_keys`) and clustering (`deduplicate`). Baseline, in the same run:
+a pure-Python union-find over the same LSH buckets (the classic approach) on the first
+`--baseline-docs` documents, checked to give identical clusters.
 
     python benchmarks/dedup_memory.py [--docs 1000000] [--bands 25]
 """
@@ -12,11 +14,19 @@ from __future__ import annotations
 
 import argparse
 import resource
+import subprocess
+import sys
+import tempfile
 import time
+from pathlib import Path
 
 import numpy as np
+import pyarrow as pa
 
+from codekiln.data.build import atomic_write_parquet, load_dedup_keys, work_schema
 from codekiln.data.dedup import connected_components, deduplicate
+
+ROWS_PER_TASK = 20_000
 
 
 def synthetic(n: int, bands: int, seed: int = 0):
@@ -53,26 +63,58 @@ def python_union_find(keys: np.ndarray) -> list[int]:
     return [find(i) for i in range(len(keys))]
 
 
+def write_tasks(directory: Path, n: int, bands: int) -> None:
+    """Map-task files holding n synthetic documents (empty content: only the keys matter here)."""
+    ids, chash, keys = synthetic(n, bands)
+    schema = work_schema(bands)
+    for t, lo in enumerate(range(0, n, ROWS_PER_TASK)):
+        hi = min(lo + ROWS_PER_TASK, n)
+        m = hi - lo
+        cols = {
+            "id": pa.array(ids[lo:hi]), "content": pa.array([""] * m), "path": pa.array([f"f{i}.py" for i in range(lo, hi)]),
+            "repo": pa.array(["repo"] * m), "lang": pa.array(["Python"] * m), "license": pa.array(["MIT"] * m),
+            "source": pa.array(["synthetic"] * m), "bytes": pa.array(np.full(m, 1000)), "stars": pa.nulls(m, pa.int64()),
+            "cluster_id": pa.nulls(m, pa.string()), "order": pa.array(np.arange(lo, hi)),
+            "content_hash": pa.FixedSizeBinaryArray.from_buffers(
+                pa.binary(16), m, [None, pa.py_buffer(chash[lo:hi].tobytes())]), "eligible": pa.array(np.ones(m, bool)),
+            "bands": pa.FixedSizeListArray.from_arrays(pa.array(keys[lo:hi].ravel()), bands),
+            "contaminated": pa.array(np.zeros(m, bool)), "permissive": pa.array(np.ones(m, bool)),
+        }
+        table = pa.Table.from_arrays([cols[f.name] for f in schema], schema=schema)
+        atomic_write_parquet(directory / f"task-{t:06d}.kept.parquet", table)
+
+
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--docs", type=int, default=1_000_000)
     p.add_argument("--bands", type=int, default=25)
     p.add_argument("--baseline-docs", type=int, default=200_000)
+    p.add_argument("--write", help=argparse.SUPPRESS)
     args = p.parse_args()
+    if args.write:
+        write_tasks(Path(args.write), args.docs, args.bands)
+        return
 
-    rss0 = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
-    ids, chash, keys = synthetic(args.docs, args.bands)
-    n = args.docs
+    with tempfile.TemporaryDirectory() as tmp:
+        subprocess.run([sys.executable, __file__, "--write", tmp, "--docs", str(args.docs), "--bands", str(args.bands)],
+                       check=True)
+        rss0 = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+        t0 = time.perf_counter()
+        k = load_dedup_keys(sorted(Path(tmp).glob("*.kept.parquet")), args.bands)
+        t_load = time.perf_counter() - t0
+    n = len(k["id"])
     t0 = time.perf_counter()
-    res = deduplicate(ids, chash, keys, np.ones(n, bool), np.ones(n, bool), np.zeros(n, np.int64),
-                      np.ones(n, np.int64), np.arange(n))
+    res = deduplicate(k["id"], k["content_hash"], k["bands"], k["eligible"], k["permissive"], k["stars"],
+                      k["bytes"], k["order"])
     dt = time.perf_counter() - t0
     peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
-    held = (ids.nbytes + chash.nbytes + keys.nbytes) / 2**20
-    print(f"{n:,} documents x {args.bands} bands: clustered in {dt:.1f}s; "
-          f"{int((res.status == 2).sum()):,} near duplicates in {res.clusters:,} clusters")
-    print(f"arrays held: {held:,.0f} MiB; peak RSS of the process: {peak:,.0f} MiB (interpreter + numpy at start: {rss0:,.0f} MiB)")
+    held = sum(a.nbytes for a in k.values()) / 2**20
+    print(f"{n:,} documents x {args.bands} bands: loaded from {n // ROWS_PER_TASK} task files in {t_load:.1f}s, "
+          f"clustered in {dt:.1f}s; {int((res.status == 2).sum()):,} near duplicates in {res.clusters:,} clusters")
+    print(f"arrays held: {held:,.0f} MiB; peak RSS of the process: {peak:,.0f} MiB "
+          f"(before loading: {rss0:,.0f} MiB)")
 
+    keys = k["bands"]
     m = min(args.baseline_docs, n)
     t0 = time.perf_counter()
     ours = connected_components(keys[:m])

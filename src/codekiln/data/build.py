@@ -195,30 +195,15 @@ class CorpusBuild:
         if result_path.is_file() and stats_path.is_file():
             saved = json.loads(stats_path.read_text())
             return saved["stats"], saved["info"]
-        cols = ["id", "order", "content_hash", "eligible", "bands", "contaminated", "permissive", "stars", "bytes", "lang"]
-        tables = [pq.read_table(self._kept_path(t["id"]), columns=cols) for t in tasks]
-        table = pa.concat_tables(tables) if tables else work_schema(self.lsh.bands).empty_table().select(cols)
-        table = table.combine_chunks()
-        n = table.num_rows
-        ids = np.asarray(table.column("id").to_numpy(zero_copy_only=False), dtype="U32")
-        chash = np.asarray(table.column("content_hash").to_numpy(zero_copy_only=False), dtype="S16")
-        bands_col = table.column("bands").combine_chunks() if n else None
-        bands = (np.asarray(bands_col.flatten().to_numpy(), dtype=np.uint64).reshape(n, self.lsh.bands)
-                 if n else np.zeros((0, self.lsh.bands), dtype=np.uint64))
-        eligible = table.column("eligible").to_numpy(zero_copy_only=False).astype(bool)
-        stars = table.column("stars").fill_null(-1).to_numpy().astype(np.int64)
-        nbytes = table.column("bytes").to_numpy().astype(np.int64)
-        permissive = table.column("permissive").to_numpy(zero_copy_only=False).astype(bool)
-        order = table.column("order").to_numpy().astype(np.int64)
-        contaminated = table.column("contaminated").to_numpy(zero_copy_only=False).astype(bool)
-        langs = table.column("lang").to_pylist()
-        del table, tables, bands_col
+        k = load_dedup_keys([self._kept_path(t["id"]) for t in tasks], self.lsh.bands)
+        ids, nbytes, langs = k["id"], k["bytes"], k["lang"]
         d = self.cfg.dedup
-        res = deduplicate(ids, chash, bands, eligible, permissive, stars, nbytes, order,
-                          exact=d.enabled and d.exact, near=d.enabled and d.near)
+        res = deduplicate(ids, k["content_hash"], k["bands"], k["eligible"], k["permissive"], k["stars"], nbytes,
+                          k["order"], exact=d.enabled and d.exact, near=d.enabled and d.near)
         status = res.status.copy()
         if self.cfg.decontam.enabled:
-            status[(status == KEEP) & contaminated] = CONTAMINATED
+            status[(status == KEEP) & k["contaminated"]] = CONTAMINATED
+        n = len(ids)
 
         stats = Stats()
         for stage, code, enabled in (("exact_dedup", EXACT, d.enabled and d.exact),
@@ -242,9 +227,9 @@ class CorpusBuild:
                 d_all = stats.dropped.setdefault(_STATUS_REASON[code], [0, 0])
                 d_all[0] += int(dropped.size)
                 d_all[1] += int(nbytes[dropped].sum())
-                for i in dropped:
-                    by_lang = stats.dropped_by_language.setdefault(langs[i] or "unknown", {})
-                    by_lang[_STATUS_REASON[code]] = by_lang.get(_STATUS_REASON[code], 0) + 1
+                for lang, count in zip(*np.unique(langs[dropped], return_counts=True)):
+                    by_lang = stats.dropped_by_language.setdefault(str(lang) or "unknown", {})
+                    by_lang[_STATUS_REASON[code]] = by_lang.get(_STATUS_REASON[code], 0) + int(count)
         info = {"clusters": res.clusters, "documents": n}
         out = pa.table({"status": pa.array(status, pa.int8()), "cluster_id": pa.array(res.cluster_id.tolist(), pa.string())})
         atomic_write_parquet(result_path, out)
@@ -323,6 +308,36 @@ class CorpusBuild:
             "candidate_probability": curve,
             "near_duplicate_clusters": info["clusters"], "documents": info["documents"],
         }
+
+
+def load_dedup_keys(paths: list[Path], bands: int) -> dict[str, np.ndarray]:
+    """The per-document keys of stages 7-8 from map task files, as numpy arrays (no content, no shingles)."""
+    cols = ["id", "order", "content_hash", "eligible", "bands", "contaminated", "permissive", "stars", "bytes", "lang"]
+    parts: dict[str, list[np.ndarray]] = {c: [] for c in cols}
+    for path in paths:
+        t = pq.read_table(path, columns=cols)
+        n = t.num_rows
+        parts["id"].append(np.asarray(t.column("id").to_numpy(zero_copy_only=False), dtype="U32"))
+        parts["content_hash"].append(np.asarray(t.column("content_hash").to_numpy(zero_copy_only=False), dtype="S16"))
+        flat = pc.list_flatten(t.column("bands")).to_numpy() if n else np.zeros(0, np.uint64)
+        parts["bands"].append(np.asarray(flat, dtype=np.uint64).reshape(n, bands))
+        parts["stars"].append(t.column("stars").fill_null(-1).to_numpy().astype(np.int64))
+        for c in ("order", "bytes"):
+            parts[c].append(t.column(c).to_numpy().astype(np.int64))
+        for c in ("eligible", "contaminated", "permissive"):
+            parts[c].append(t.column(c).to_numpy(zero_copy_only=False).astype(bool))
+        parts["lang"].append(np.asarray(t.column("lang").fill_null("").to_numpy(zero_copy_only=False), dtype="U32"))
+    empty = {"id": "U32", "content_hash": "S16", "stars": np.int64, "order": np.int64, "bytes": np.int64,
+             "eligible": bool, "contaminated": bool, "permissive": bool, "lang": "U32"}
+    out = {}
+    for c in cols:
+        if parts[c]:
+            out[c] = np.concatenate(parts[c])
+        elif c == "bands":
+            out[c] = np.zeros((0, bands), dtype=np.uint64)
+        else:
+            out[c] = np.zeros(0, dtype=empty[c])
+    return out
 
 
 class _PartWriter:
