@@ -38,13 +38,14 @@ def _cmd_data_build(args) -> int:
     console.print(summary_table(result.report))
     tot = result.report["totals"]
     if result.already_complete:
-        console.print(f"{result.out} is already complete: nothing to do (--overwrite rebuilds it)")
+        console.print(f"{result.out} is already complete: nothing to do (--overwrite rebuilds it)", soft_wrap=True)
     else:
         phases = ", ".join(f"{k} {v:.1f}s" for k, v in result.timings.items())
         resumed = f"; resumed {result.resumed_tasks} finished tasks" if result.resumed_tasks else ""
         console.print(f"kept {tot['docs_out']:,} of {tot['docs_in']:,} documents "
-                      f"({tot['bytes_out'] / 1e6:,.1f} MB) with {build.workers} workers in {phases}{resumed}")
-    console.print(f"corpus: {result.out / 'data'}   report: {result.out / 'report.json'}")
+                      f"({tot['bytes_out'] / 1e6:,.1f} MB) with {build.workers} workers in {phases}{resumed}",
+                      soft_wrap=True)
+    console.print(f"corpus: {result.out / 'data'}   report: {result.out / 'report.json'}", soft_wrap=True)
     return 0
 
 

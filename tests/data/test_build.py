@@ -219,3 +219,18 @@ def test_ctrl_c_is_one_line_and_resumable(tmp_path):
     assert err.strip() == "codekiln: interrupted; run the same command again to resume"
     assert subprocess.run(args, capture_output=True).returncode == 0
     assert json.loads((out / "manifest.json").read_text())["state"]["complete"]
+
+
+def test_worker_count_is_not_part_of_the_build(sources, tmp_path, capsys):
+    out = tmp_path / "w"
+    assert _build(sources[1:2], out, "data.workers=1") == 0
+    assert _build(sources[1:2], out, "data.workers=2") == 0
+    assert "already complete" in capsys.readouterr().out
+
+
+def test_build_killed_before_its_manifest_resumes(sources, tmp_path):
+    out = tmp_path / "early"
+    (out / "_work" / "tasks").mkdir(parents=True)
+    assert _build(sources[1:2], out) == 0
+    assert json.loads((out / "manifest.json").read_text())["state"]["complete"]
+    assert not (out / "_work").exists()

@@ -102,7 +102,8 @@ class CorpusBuild:
             "sources": self.source_specs,
             "python": readers.python_version_tag(),
             "keep_removed": keep_removed,
-            "config": config.model_dump(mode="json"),
+            # How many processes ran, or whether work files were kept, never changes the output.
+            "config": config.model_dump(mode="json", exclude={"data": {"workers", "keep_work"}}),
         }
         self._prepare_out(overwrite)
 
@@ -119,14 +120,16 @@ class CorpusBuild:
                     old = json.loads(manifest.read_text())
                 except (OSError, ValueError):
                     old = None
-            if old is None:
-                if not overwrite:
-                    raise UserError(f"--out {self.out} is not empty and holds no codekiln corpus; "
-                                    "choose another directory or pass --overwrite")
-            elif old.get("fingerprint") != self.fingerprint and not overwrite:
+            # A directory holding only _work is a build killed before it wrote its manifest.
+            foreign = old is None and not {c.name for c in self.out.iterdir()} <= {"_work"}
+            other = old is not None and old.get("fingerprint") != self.fingerprint
+            if foreign and not overwrite:
+                raise UserError(f"--out {self.out} is not empty and holds no codekiln corpus; "
+                                "choose another directory or pass --overwrite")
+            if other and not overwrite:
                 raise UserError(f"--out {self.out} holds a build with other sources or config; "
                                 "pass --overwrite to replace it")
-            if overwrite and (old is None or old.get("fingerprint") != self.fingerprint):
+            if foreign or other:
                 for child in self.out.iterdir():
                     shutil.rmtree(child) if child.is_dir() else child.unlink()
         try:
@@ -134,6 +137,9 @@ class CorpusBuild:
             probe = self.work / ".probe"
             probe.write_bytes(b"")
             probe.unlink()
+            if not manifest.is_file():
+                # Written before any work, so a build killed at any later point is recognized and resumed.
+                atomic_write_json(manifest, self._manifest({"complete": False}))
         except OSError as exc:
             raise UserError(f"cannot write to --out {self.out}: {exc.strerror or exc}") from None
 
@@ -148,6 +154,8 @@ class CorpusBuild:
         if manifest_path.is_file():
             old = json.loads(manifest_path.read_text())
             if old.get("state", {}).get("complete"):
+                if not self.cfg.keep_work:
+                    shutil.rmtree(self.work, ignore_errors=True)  # left by a kill just after completion
                 report = json.loads((self.out / "report.json").read_text())
                 return BuildResult(self.out, report, already_complete=True)
         timings: dict[str, float] = {}
