@@ -12,15 +12,8 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from codekiln.data import licenses
-from codekiln.data.licenses import (
-    PERMISSIVE,
-    detect_license_text,
-    detect_repo_license,
-    distribution_license,
-    license_allowed,
-    normalize_license,
-    to_expression,
-)
+from codekiln.data.license_detect import detect_license_text, detect_repo_license, distribution_license
+from codekiln.data.licenses import PERMISSIVE, license_allowed, normalize_license, to_expression
 
 # --- license texts (real wording; long ones cut after their distinctive part) --
 

@@ -2,7 +2,6 @@
 
 import gzip
 import json
-from pathlib import Path
 
 import pytest
 from fixtures import make_jsonl, make_parquet_v1, make_parquet_v2, make_repos, python_module

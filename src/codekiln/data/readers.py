@@ -28,7 +28,8 @@ import pyarrow.parquet as pq
 from codekiln.config import DataConfig, WalkConfig
 from codekiln.data.document import RawDoc, text_to_bytes
 from codekiln.data.languages import detect_language
-from codekiln.data.licenses import detect_repo_license, distribution_license, to_expression
+from codekiln.data.license_detect import detect_repo_license, distribution_license
+from codekiln.data.licenses import to_expression
 from codekiln.errors import UserError
 
 BUILTIN_SOURCES = ("python-stdlib", "python-packages")
