@@ -212,32 +212,14 @@ class CorpusBuild:
         if self.cfg.decontam.enabled:
             status[(status == KEEP) & k["contaminated"]] = CONTAMINATED
         n = len(ids)
-
-        stats = Stats()
-        for stage, code, enabled in (("exact_dedup", EXACT, d.enabled and d.exact),
-                                     ("near_dedup", NEAR, d.enabled and d.near),
-                                     ("decontam", CONTAMINATED, self.cfg.decontam.enabled)):
-            if not enabled:
-                continue
-            entering = status == KEEP
-            for c in (EXACT, NEAR, CONTAMINATED):
-                if c >= code:
-                    entering |= status == c
-            s = stats.stages[stage]
-            s["docs_in"] = int(entering.sum())
-            s["bytes_in"] = int(nbytes[entering].sum())
-            leaving = entering & (status != code)
-            s["docs_out"] = int(leaving.sum())
-            s["bytes_out"] = int(nbytes[leaving].sum())
-            dropped = np.flatnonzero(status == code)
-            if dropped.size:
-                s["dropped"][_STATUS_REASON[code]] = int(dropped.size)
-                d_all = stats.dropped.setdefault(_STATUS_REASON[code], [0, 0])
-                d_all[0] += int(dropped.size)
-                d_all[1] += int(nbytes[dropped].sum())
-                for lang, count in zip(*np.unique(langs[dropped], return_counts=True)):
-                    by_lang = stats.dropped_by_language.setdefault(str(lang) or "unknown", {})
-                    by_lang[_STATUS_REASON[code]] = by_lang.get(_STATUS_REASON[code], 0) + int(count)
+        rows = []
+        for code in np.unique(status):
+            mask = status == code
+            names, inverse = np.unique(langs[mask], return_inverse=True)
+            docs = np.bincount(inverse, minlength=len(names))
+            sizes = np.bincount(inverse, weights=nbytes[mask], minlength=len(names))
+            rows += [(int(code), str(name) or None, int(dc), int(sz)) for name, dc, sz in zip(names, docs, sizes)]
+        stats = dedup_stage_stats(rows, self.cfg)
         info = {"clusters": res.clusters, "documents": n}
         out = pa.table({"status": pa.array(status, pa.int8()), "cluster_id": pa.array(res.cluster_id.tolist(), pa.string())})
         atomic_write_parquet(result_path, out)
@@ -259,8 +241,7 @@ class CorpusBuild:
         if self.keep_removed:
             removed_tmp.mkdir()
             removed_writer = _PartWriter(removed_tmp, REMOVED_SCHEMA, self.cfg.part_bytes)
-        languages: dict[str, dict[str, int]] = {}
-        licenses: dict[str, dict[str, int]] = {}
+        kept_rows: list[tuple] = []
         stats = Stats()
         offset = 0
         for t in tasks:
@@ -274,12 +255,9 @@ class CorpusBuild:
             keep_mask = pa.array(st == KEEP)
             docs = kept.filter(keep_mask).select(DOCUMENT_SCHEMA.names).cast(DOCUMENT_SCHEMA)
             data_writer.add(docs)
-            for lang, lic, b in zip(docs.column("lang").to_pylist(), docs.column("license").to_pylist(),
-                                    docs.column("bytes").to_pylist()):
-                for table, key in ((languages, lang or "unknown"), (licenses, lic or "unknown")):
-                    e = table.setdefault(key, {"docs": 0, "bytes": 0})
-                    e["docs"] += 1
-                    e["bytes"] += b
+            if docs.num_rows:
+                g = docs.group_by(["lang", "license"]).aggregate([("bytes", "count"), ("bytes", "sum")])
+                kept_rows += zip(*(g.column(c).to_pylist() for c in ("lang", "license", "bytes_count", "bytes_sum")))
             if removed_writer is not None:
                 removed_path = self._removed_path(t["id"])
                 if removed_path.is_file():
@@ -295,6 +273,7 @@ class CorpusBuild:
             stats.drop("read", reason, nbytes, None, docs=docs)
         stats.merge(dedup_stats)
         self.stage_seconds = dict(stats.seconds)
+        languages, licenses = summarize_kept(kept_rows)
         report = build_report(stats, self.cfg, languages, licenses, self._dedup_report(dedup_info))
         for name, tmp in (("data", data_tmp), ("removed", removed_tmp)):
             final = self.out / name
@@ -316,6 +295,37 @@ class CorpusBuild:
             "candidate_probability": curve,
             "near_duplicate_clusters": info["clusters"], "documents": info["documents"],
         }
+
+
+def dedup_stage_stats(rows, cfg) -> Stats:
+    """Stats of stages 7-8 from (status, lang, docs, bytes) rows over the documents that entered them."""
+    stats = Stats()
+    d = cfg.dedup
+    for stage, code, enabled in (("exact_dedup", EXACT, d.enabled and d.exact),
+                                 ("near_dedup", NEAR, d.enabled and d.near),
+                                 ("decontam", CONTAMINATED, cfg.decontam.enabled)):
+        if not enabled:
+            continue
+        for status, lang, docs, nbytes in rows:
+            if status != KEEP and status < code:
+                continue  # dropped by an earlier stage
+            if status == code:
+                stats.drop(stage, _STATUS_REASON[code], nbytes, lang, docs=docs)
+            else:
+                stats.passed(stage, nbytes, docs=docs)
+    return stats
+
+
+def summarize_kept(rows) -> tuple[dict, dict]:
+    """report.json's `languages` and `licenses` from (lang, license, docs, bytes) rows of kept documents."""
+    languages: dict[str, dict[str, int]] = {}
+    licenses: dict[str, dict[str, int]] = {}
+    for lang, lic, docs, nbytes in rows:
+        for table, key in ((languages, lang or "unknown"), (licenses, lic or "unknown")):
+            e = table.setdefault(key, {"docs": 0, "bytes": 0})
+            e["docs"] += docs
+            e["bytes"] += nbytes
+    return languages, licenses
 
 
 def load_dedup_keys(paths: list[Path], bands: int) -> dict[str, np.ndarray]:

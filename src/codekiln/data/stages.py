@@ -39,11 +39,11 @@ class Stats:
         self.pii: dict[str, int] = {}
         self.seconds: dict[str, float] = {}  # wall time per stage (benchmarks; never in report.json)
 
-    def passed(self, stage: str, bytes_in: int, bytes_out: int | None = None) -> None:
-        """Count one document through a stage."""
+    def passed(self, stage: str, bytes_in: int, bytes_out: int | None = None, docs: int = 1) -> None:
+        """Count documents through a stage (bytes are their total)."""
         s = self.stages[stage]
-        s["docs_in"] += 1
-        s["docs_out"] += 1
+        s["docs_in"] += docs
+        s["docs_out"] += docs
         s["bytes_in"] += bytes_in
         s["bytes_out"] += bytes_in if bytes_out is None else bytes_out
 
