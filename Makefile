@@ -11,7 +11,7 @@ DEMO_OUT ?= runs/demo
 
 $(STAMP): pyproject.toml constraints.txt
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
-	$(BIN)/python -m pip install -q -c constraints.txt -e '.[test]'
+	$(BIN)/python -m pip install -q -c constraints.txt -e '.[test,spark]'
 	touch $(STAMP)
 
 install: $(STAMP)

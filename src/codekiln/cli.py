@@ -32,7 +32,8 @@ def _cmd_data_build(args) -> int:
     sources, overrides = _split_overrides(args.sources)
     config = load_config(args.config, overrides)
     build = CorpusBuild(sources, args.out, config, keep_removed=args.keep_removed, workers=args.workers,
-                        overwrite=args.overwrite, progress=not args.quiet)
+                        overwrite=args.overwrite, progress=not args.quiet, executor=args.executor,
+                        spark_master=args.spark_master, spark_conf=args.spark_conf)
     result = build.run()
     console = Console()
     console.print(summary_table(result.report))
@@ -74,6 +75,11 @@ def build_parser() -> argparse.ArgumentParser:
     b.add_argument("--keep-removed", action="store_true", help="also write dropped documents with their reason")
     b.add_argument("--overwrite", action="store_true", help="replace an --out that holds another build")
     b.add_argument("--quiet", action="store_true", help="no progress bar")
+    b.add_argument("--executor", choices=("local", "spark"), default="local",
+                   help="local processes (default) or Apache Spark (needs the 'spark' extra)")
+    b.add_argument("--spark-master", help="Spark master URL (default: local[WORKERS])")
+    b.add_argument("--spark-conf", action="append", default=[], metavar="KEY=VALUE",
+                   help="a Spark setting, repeatable (e.g. spark.executor.memory=8g)")
     b.set_defaults(func=_cmd_data_build)
 
     cfg = sub.add_parser("config", help="configuration")

@@ -83,7 +83,8 @@ class CorpusBuild:
     """One corpus build into one output directory."""
 
     def __init__(self, sources: list[str], out: str | os.PathLike, config: Config, keep_removed: bool = False,
-                 workers: int | None = None, overwrite: bool = False, progress: bool = True):
+                 workers: int | None = None, overwrite: bool = False, progress: bool = True,
+                 executor: str = "local", spark_master: str | None = None, spark_conf: list[str] = ()):
         if not sources:
             raise UserError("no SOURCE given (a directory, .parquet, .jsonl, python-stdlib or python-packages)")
         self.cfg = config.data
@@ -95,6 +96,9 @@ class CorpusBuild:
         self.keep_removed = keep_removed
         self.workers = resolve_workers(workers if workers is not None else self.cfg.workers)
         self.progress = progress
+        if executor not in ("local", "spark"):
+            raise UserError(f"unknown executor '{executor}' (local or spark)")
+        self.executor, self.spark_master, self.spark_conf = executor, spark_master, list(spark_conf)
         self.stage_seconds: dict[str, float] = {}
         self.lsh = LSHParams.from_config(self.cfg.dedup)
         self.fingerprint = {
@@ -164,22 +168,65 @@ class CorpusBuild:
         timings["plan"] = time.perf_counter() - t0
         atomic_write_json(manifest_path, self._manifest({"complete": False, "tasks": len(tasks)}))
 
-        t0 = time.perf_counter()
-        executor = LocalExecutor(self.cfg, self.keep_removed, self.work, self.lsh.bands, self.workers, self.progress)
-        resumed = executor.run(tasks)
-        timings["map"] = time.perf_counter() - t0
+        resumed = 0
+        if self.executor == "spark":
+            report = self._run_spark(tasks, skipped, timings)
+        else:
+            t0 = time.perf_counter()
+            executor = LocalExecutor(self.cfg, self.keep_removed, self.work, self.lsh.bands, self.workers,
+                                     self.progress)
+            resumed = executor.run(tasks)
+            timings["map"] = time.perf_counter() - t0
 
-        t0 = time.perf_counter()
-        dedup_stats, dedup_info = self._dedup(tasks)
-        timings["dedup"] = time.perf_counter() - t0
+            t0 = time.perf_counter()
+            dedup_stats, dedup_info = self._dedup(tasks)
+            timings["dedup"] = time.perf_counter() - t0
 
-        t0 = time.perf_counter()
-        report = self._finalize(tasks, skipped, dedup_stats, dedup_info)
-        timings["write"] = time.perf_counter() - t0
+            t0 = time.perf_counter()
+            report = self._finalize(tasks, skipped, dedup_stats, dedup_info)
+            timings["write"] = time.perf_counter() - t0
         atomic_write_json(manifest_path, self._manifest({"complete": True, "tasks": len(tasks)}))
         if not self.cfg.keep_work:
             shutil.rmtree(self.work, ignore_errors=True)
         return BuildResult(self.out, report, timings, resumed_tasks=resumed, stage_seconds=self.stage_seconds)
+
+    def _run_spark(self, tasks: list[dict], skipped: dict, timings: dict) -> dict:
+        """Map, dedup and write on Spark; the same report as the local executor's."""
+        from codekiln.data.spark_executor import SparkRunner
+
+        runner = SparkRunner(self, self.spark_master, self.spark_conf)
+        try:
+            t0 = time.perf_counter()
+            stats = runner.map_phase(tasks)
+            timings["map"] = time.perf_counter() - t0
+            t0 = time.perf_counter()
+            dedup_stats, dedup_info = runner.dedup_phase()
+            timings["dedup"] = time.perf_counter() - t0
+            t0 = time.perf_counter()
+            data_tmp, removed_tmp = self.out / "data.tmp", self.out / "removed.tmp"
+            kept_rows = runner.write_phase(data_tmp, removed_tmp if self.keep_removed else None)
+        finally:
+            runner.stop()
+        report = self._write_report(stats, skipped, dedup_stats.to_dict(), dedup_info, kept_rows)
+        timings["write"] = time.perf_counter() - t0
+        return report
+
+    def _write_report(self, stats: Stats, skipped: dict, dedup_stats: dict, dedup_info: dict,
+                      kept_rows: list[tuple]) -> dict:
+        """Count the skipped paths and stages 7-8 in, move data/ and removed/ into place, write report.json."""
+        for reason, (docs, nbytes) in sorted(skipped.items()):
+            stats.drop("read", reason, nbytes, None, docs=docs)
+        stats.merge(dedup_stats)
+        self.stage_seconds = dict(stats.seconds)
+        languages, licenses = summarize_kept(kept_rows)
+        report = build_report(stats, self.cfg, languages, licenses, self._dedup_report(dedup_info))
+        for name in ("data", "removed"):
+            tmp, final = self.out / f"{name}.tmp", self.out / name
+            if tmp.exists():
+                shutil.rmtree(final, ignore_errors=True)
+                os.replace(tmp, final)
+        atomic_write_json(self.out / "report.json", report)
+        return report
 
     def _plan(self) -> tuple[list[dict], dict]:
         plan_path = self.work / "plan.json"
@@ -269,19 +316,7 @@ class CorpusBuild:
         data_writer.close()
         if removed_writer is not None:
             removed_writer.close()
-        for reason, (docs, nbytes) in sorted(skipped.items()):
-            stats.drop("read", reason, nbytes, None, docs=docs)
-        stats.merge(dedup_stats)
-        self.stage_seconds = dict(stats.seconds)
-        languages, licenses = summarize_kept(kept_rows)
-        report = build_report(stats, self.cfg, languages, licenses, self._dedup_report(dedup_info))
-        for name, tmp in (("data", data_tmp), ("removed", removed_tmp)):
-            final = self.out / name
-            if tmp.exists():
-                shutil.rmtree(final, ignore_errors=True)
-                os.replace(tmp, final)
-        atomic_write_json(self.out / "report.json", report)
-        return report
+        return self._write_report(stats, skipped, dedup_stats, dedup_info, kept_rows)
 
     def _dedup_report(self, info: dict) -> dict:
         d, p = self.cfg.dedup, self.lsh
