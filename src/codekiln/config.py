@@ -114,7 +114,7 @@ class DataConfig(_Section):
     """Stage 1 of the pipeline: sources -> corpus."""
 
     workers: int = Field(0, ge=0)  # 0: every core this process may use
-    task_bytes: int = Field(8_000_000, gt=0)  # target bytes of text per map task
+    task_bytes: int = Field(4_000_000, gt=0)  # target bytes of text per map task
     part_bytes: int = Field(128_000_000, gt=0)  # target content bytes per output Parquet part
     keep_work: bool = False
     walk: WalkConfig = Field(default_factory=WalkConfig)

@@ -153,3 +153,8 @@ def test_python_packages_source():
     # pip vendors its dependencies under pip/_vendor: counted as vendored, never read.
     assert skipped.get("vendored", [0])[0] > 0
     assert not any("/_vendor/" in it[1] for it in items)
+
+
+def test_uri_sources_are_refused_clearly():
+    with pytest.raises(UserError, match="URIs are not supported yet"):
+        resolve_source("s3a://bucket/the-stack")

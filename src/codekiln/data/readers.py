@@ -17,6 +17,7 @@ import gzip
 import importlib.metadata
 import json
 import os
+import re
 import sys
 import sysconfig
 import zlib
@@ -62,6 +63,9 @@ def resolve_source(spec: str) -> tuple[str, str]:
     """(kind, location) of a SOURCE argument; a missing path is a UserError."""
     if spec in BUILTIN_SOURCES:
         return spec, spec
+    if re.match(r"^[A-Za-z][A-Za-z0-9+.-]*://", spec):
+        raise UserError(f"source {spec}: URIs are not supported yet; use a path every worker can read "
+                        "(a local path or a mount, see docs/spark.md)")
     kind, sep, rest = spec.partition(":")
     if sep and kind in KINDS and kind not in BUILTIN_SOURCES:
         path = Path(rest)

@@ -45,11 +45,18 @@ _MAX_ROUNDS = 64
 
 
 def spark_session(master: str | None, conf: list[str], workers: int):
-    """A SparkSession for the build; a local master when none is given."""
+    """(SparkSession, whether we started it): the active session when there is one, else a new one."""
     try:
         from pyspark.sql import SparkSession
     except ImportError:
         raise UserError("--executor spark needs PySpark: pip install 'codekiln[spark]'") from None
+    active = SparkSession.getActiveSession()
+    if active is not None and master is None:
+        # Inside a Databricks job or a notebook: use the cluster's session, and never stop it.
+        for item in conf:
+            key, _, value = item.partition("=")
+            active.conf.set(key, value)
+        return active, False
     # Python workers must run this interpreter (with codekiln installed), not whatever python3 is on PATH.
     os.environ.setdefault("PYSPARK_PYTHON", sys.executable)
     builder = SparkSession.builder.appName("codekiln-data-build")
@@ -67,7 +74,7 @@ def spark_session(master: str | None, conf: list[str], workers: int):
         builder = builder.config(key, value)
     spark = builder.getOrCreate()
     spark.sparkContext.setLogLevel("ERROR")
-    return spark
+    return spark, True
 
 
 def _read_batches(task_rows, max_bytes):
@@ -142,7 +149,7 @@ class SparkRunner:
         self.cfg = build.cfg
         self.work = build.work / "spark"
         self.work.mkdir(parents=True, exist_ok=True)
-        self.spark = spark_session(master, conf, build.workers)
+        self.spark, self._owned = spark_session(master, conf, build.workers)
 
     # ------------------------------------------------------------------------------------ map
     def map_phase(self, tasks: list[dict]) -> Stats:
@@ -291,5 +298,6 @@ class SparkRunner:
                 f.unlink()
 
     def stop(self) -> None:
-        """Stop the SparkSession."""
-        self.spark.stop()
+        """Stop the SparkSession if this build started it."""
+        if self._owned:
+            self.spark.stop()
