@@ -155,6 +155,32 @@ def test_python_packages_source():
     assert not any("/_vendor/" in it[1] for it in items)
 
 
-def test_uri_sources_are_refused_clearly():
-    with pytest.raises(UserError, match="URIs are not supported yet"):
-        resolve_source("s3a://bucket/the-stack")
+def test_uri_sources_read_like_paths(tmp_path):
+    d = tmp_path / "pq"
+    d.mkdir()
+    make_parquet_v1(d / "v1.parquet")
+    make_parquet_v2(d / "v2.parquet")
+    rows = [{"content": python_module(i, functions=2), "path": f"f{i}.py"} for i in range(60)]
+    (tmp_path / "big.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows))
+    make_jsonl(tmp_path / "small.jsonl")
+    (tmp_path / "small.jsonl.gz").write_bytes(gzip.compress((tmp_path / "small.jsonl").read_bytes()))
+    cfg = DataConfig(task_bytes=3000)
+    for local in (str(d), str(tmp_path / "big.jsonl"), str(tmp_path / "small.jsonl.gz")):
+        uri = "file://" + local
+        by_path, _, _ = _read_all([local], cfg)
+        by_uri, _, tasks = _read_all([uri], cfg)
+        assert all(t["file"].startswith("file://") for t in tasks)
+        assert [(x.repo, x.path, x.data, x.license, x.error) for x in by_uri] == \
+               [(x.repo, x.path, x.data, x.license, x.error) for x in by_path]
+        assert len(by_uri) > 2
+
+
+def test_uri_errors(tmp_path):
+    with pytest.raises(UserError, match="source not found"):
+        resolve_source(f"file://{tmp_path}/missing.parquet")
+    (tmp_path / "repo").mkdir()
+    (tmp_path / "repo" / "a.py").write_text("x = 1\n")
+    with pytest.raises(UserError, match="must be a local path or a mount"):
+        resolve_source(f"file://{tmp_path}/repo")
+    with pytest.raises(UserError, match="cannot open"):
+        resolve_source("nosuchscheme://bucket/key")

@@ -36,7 +36,8 @@ def sources(tmp_path_factory):
     ])
     (root / "pq").mkdir()
     make_parquet_v1(root / "pq" / "v1.parquet")
-    return [str(root / "repos"), str(root / "extra.jsonl"), str(root / "pq")]
+    # The JSONL and Parquet sources as URIs: executors read them through pyarrow's filesystems.
+    return [str(root / "repos"), f"file://{root / 'extra.jsonl'}", f"file://{root / 'pq'}"]
 
 
 def _rows(out, sub):

@@ -91,6 +91,9 @@ class CorpusBuild:
         self.config = config
         self.sources = [readers.resolve_source(s) for s in sources]
         self.source_specs = [f"{k}:{loc}" if k not in readers.BUILTIN_SOURCES else k for k, loc in self.sources]
+        if readers._URI.match(str(out)):
+            raise UserError(f"--out {out}: writing a corpus to a URI is not supported yet; "
+                            "use a local path or a mount")
         self.out = Path(out)
         self.work = self.out / "_work"
         self.keep_removed = keep_removed

@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import gzip
 import importlib.metadata
+import io
 import json
 import os
 import re
@@ -63,10 +64,13 @@ def resolve_source(spec: str) -> tuple[str, str]:
     """(kind, location) of a SOURCE argument; a missing path is a UserError."""
     if spec in BUILTIN_SOURCES:
         return spec, spec
-    if re.match(r"^[A-Za-z][A-Za-z0-9+.-]*://", spec):
-        raise UserError(f"source {spec}: URIs are not supported yet; use a path every worker can read "
-                        "(a local path or a mount, see docs/spark.md)")
+    if _URI.match(spec):
+        return _resolve_uri(spec)
     kind, sep, rest = spec.partition(":")
+    if sep and kind in ("parquet", "jsonl") and _URI.match(rest):
+        if not _list_files(rest, ("",)):
+            raise UserError(f"source not found: {rest}")
+        return kind, rest
     if sep and kind in KINDS and kind not in BUILTIN_SOURCES:
         path = Path(rest)
     else:
@@ -89,6 +93,78 @@ def resolve_source(spec: str) -> tuple[str, str]:
     if files and all(p.name.lower().endswith(_JSONL_SUFFIXES) for p in files):
         return "jsonl", str(path)
     return "repos", str(path)
+
+
+_URI = re.compile(r"^([A-Za-z][A-Za-z0-9+.-]*)://")
+# Hadoop's scheme names for the stores pyarrow reaches natively.
+_SCHEME_ALIASES = {"s3a": "s3", "s3n": "s3", "gcs": "gs"}
+
+
+def filesystem(uri: str):
+    """(pyarrow FileSystem, path inside it) for a URI such as s3a://bucket/key, gs://..., hdfs://..., file://..."""
+    import pyarrow.fs as pafs
+
+    scheme = _URI.match(uri).group(1)
+    native = _SCHEME_ALIASES.get(scheme.lower(), scheme)
+    try:
+        return pafs.FileSystem.from_uri(native + uri[len(scheme):])
+    except Exception as exc:  # noqa: BLE001 - pyarrow raises several types for a bad or unreachable store
+        raise UserError(f"cannot open {uri}: {str(exc).splitlines()[0]}") from None
+
+
+def _resolve_uri(spec: str) -> tuple[str, str]:
+    """Kind of a URI source: Parquet or JSONL files (repository walks need a local path or a mount)."""
+    files = _list_files(spec, ("",))
+    if not files:
+        raise UserError(f"source not found: {spec}")
+    names = [f.split("?", 1)[0].lower() for f, _ in files]
+    if all(n.endswith(".parquet") for n in names):
+        return "parquet", spec
+    if all(n.endswith(_JSONL_SUFFIXES) for n in names):
+        return "jsonl", spec
+    raise UserError(f"source {spec}: over a URI only Parquet and JSONL sources are read; "
+                    "a directory of repositories must be a local path or a mount")
+
+
+def _list_files(location: str, suffixes: tuple[str, ...]) -> list[tuple[str, int]]:
+    """(file, size) of a file, or of the files below a directory whose names end with suffixes, sorted.
+
+    `location` is a local path or a URI; files below a URI are URIs too (same scheme, host and query).
+    """
+    if not _URI.match(location):
+        path = Path(location)
+        if path.is_file():
+            return [(str(path), path.stat().st_size)]
+        return [(str(p), p.stat().st_size) for p in sorted(path.rglob("*"), key=str)
+                if p.is_file() and p.name.lower().endswith(suffixes)]
+    import pyarrow.fs as pafs
+    from urllib.parse import urlsplit, urlunsplit
+
+    fs, root = filesystem(location)
+    info = fs.get_file_info(root)
+    if info.type == pafs.FileType.File:
+        return [(location, info.size)]
+    if info.type != pafs.FileType.Directory:
+        return []
+    parts = urlsplit(location)
+    out = []
+    for f in fs.get_file_info(pafs.FileSelector(root, recursive=True)):
+        if f.type == pafs.FileType.File and f.base_name.lower().endswith(suffixes):
+            rel = f.path[len(root.rstrip("/")):].lstrip("/")
+            out.append((urlunsplit(parts._replace(path=parts.path.rstrip("/") + "/" + rel)), f.size))
+    return sorted(out)
+
+
+def _open_binary(file: str):
+    """A seekable binary file object for a local path or a URI."""
+    if _URI.match(file):
+        fs, path = filesystem(file)
+        return io.BufferedReader(fs.open_input_file(path), buffer_size=1 << 20)
+    return open(file, "rb")
+
+
+def _base_name(file: str) -> str:
+    return file.split("?", 1)[0].rstrip("/").rsplit("/", 1)[-1]
 
 
 def plan_sources(specs: list[str], cfg: DataConfig) -> tuple[list[dict], dict[str, list[int]]]:
@@ -305,18 +381,11 @@ def _plan_packages(_location: str, cfg: DataConfig, skipped: dict) -> list[dict]
     return _chunk_files("python-packages", items, cfg)
 
 
-def _files_under(location: str, suffixes: tuple[str, ...]) -> list[Path]:
-    path = Path(location)
-    if path.is_file():
-        return [path]
-    return sorted((p for p in path.rglob("*") if p.is_file() and p.name.lower().endswith(suffixes)), key=str)
-
-
 def _plan_parquet(location: str, cfg: DataConfig, skipped: dict) -> list[dict]:
     tasks: list[dict] = []
-    for f in _files_under(location, (".parquet",)):
+    for f, _size in _list_files(location, (".parquet",)):
         try:
-            meta = pq.ParquetFile(f).metadata
+            meta = pq.ParquetFile(_open_binary(f) if _URI.match(f) else f).metadata
             names = set(meta.schema.names)
         except Exception as exc:  # noqa: BLE001 - any broken file is counted, never fatal
             tasks.append({"kind": "broken", "source": "parquet", "file": str(f), "error": str(exc)[:200], "bytes": 0})
@@ -337,9 +406,8 @@ def _plan_parquet(location: str, cfg: DataConfig, skipped: dict) -> list[dict]:
 
 def _plan_jsonl(location: str, cfg: DataConfig, skipped: dict) -> list[dict]:
     tasks: list[dict] = []
-    for f in _files_under(location, _JSONL_SUFFIXES):
-        size = f.stat().st_size
-        if f.name.lower().endswith(".gz") or size <= cfg.task_bytes:
+    for f, size in _list_files(location, _JSONL_SUFFIXES):
+        if _base_name(f).lower().endswith(".gz") or size <= cfg.task_bytes:
             tasks.append({"kind": "jsonl", "source": "jsonl", "file": str(f), "start": 0, "end": None, "bytes": size})
             continue
         for start in range(0, size, cfg.task_bytes):
@@ -369,7 +437,7 @@ def read_task(task: dict, max_bytes: int | None) -> Iterator[RawDoc]:
     elif kind == "jsonl":
         yield from _read_jsonl(task)
     elif kind == "broken":
-        yield RawDoc("parquet", "", Path(task["file"]).name, b"", error="unreadable")
+        yield RawDoc("parquet", "", _base_name(task["file"]), b"", error="unreadable")
     else:
         raise ValueError(f"unknown task kind {kind!r}")
 
@@ -405,9 +473,9 @@ def _stars(value) -> int | None:
 
 def _read_parquet(task: dict) -> Iterator[RawDoc]:
     path = task["file"]
-    base = Path(path).name
+    base = _base_name(path)
     try:
-        pf = pq.ParquetFile(path)
+        pf = pq.ParquetFile(_open_binary(path) if _URI.match(path) else path)
         names = set(pf.schema_arrow.names)
         cols = {role: _column(names, role) for role in _COLUMNS}
         table = pf.read_row_groups(task["row_groups"], columns=[c for c in cols.values() if c])
@@ -455,11 +523,13 @@ def _jsonl_doc(obj: dict, fallback_path: str) -> RawDoc:
 
 def _read_jsonl(task: dict) -> Iterator[RawDoc]:
     path = task["file"]
-    base = Path(path).name
+    base = _base_name(path)
     start, end = task["start"], task["end"]
     try:
-        fh = gzip.open(path, "rb") if path.lower().endswith(".gz") else open(path, "rb")
-    except OSError:
+        fh = _open_binary(path)
+        if base.lower().endswith(".gz"):
+            fh = gzip.open(fh, "rb")
+    except (OSError, UserError):
         yield RawDoc("jsonl", "", base, b"", error="unreadable")
         return
     with fh:
