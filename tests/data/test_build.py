@@ -144,8 +144,8 @@ def test_user_errors_are_one_line(sources, tmp_path):
     rc, err = run("data", "build", sources[1], "--out", str(tmp_path / "o"), "data.dedup.threshold=2")
     assert rc == 2 and "data.dedup.threshold" in err and "\n" not in err
     rc, err = run("data", "build", sources[1], "--out", "s3a://bucket/corpus")
-    assert rc == 2 and err == ("codekiln: error: --out s3a://bucket/corpus: writing a corpus to a URI is not "
-                               "supported yet; use a local path or a mount")
+    assert rc == 2 and err == ("codekiln: error: --out s3a://bucket/corpus: a corpus is written to a URI by "
+                               "--executor spark only; the local executor needs a local path or a mount")
     stray = tmp_path / "stray"
     stray.mkdir()
     (stray / "keep.txt").write_text("mine")

@@ -27,6 +27,7 @@ from codekiln.data.dedup import EXACT, KEEP, NEAR, deduplicate
 from codekiln.data.document import DOCUMENT_SCHEMA, REMOVED_SCHEMA
 from codekiln.data.executor import LocalExecutor, resolve_workers
 from codekiln.data.minhash import LSHParams, candidate_probability
+from codekiln.data.outpath import UriPath
 from codekiln.data.report import build_report
 from codekiln.data.stages import Stats
 from codekiln.errors import UserError
@@ -35,14 +36,33 @@ CONTAMINATED = 3
 _STATUS_REASON = {EXACT: "exact_duplicate", NEAR: "near_duplicate", CONTAMINATED: "contaminated"}
 
 
-def atomic_write_bytes(path: Path, data: bytes) -> None:
+def atomic_write_bytes(path, data: bytes) -> None:
     """Write a file so that readers see either nothing or the whole of it."""
+    if isinstance(path, UriPath):
+        path.write_bytes(data)  # one PUT: the object appears whole or not at all
+        return
     tmp = path.with_name(path.name + f".tmp{os.getpid()}")
     with open(tmp, "wb") as fh:
         fh.write(data)
         fh.flush()
         os.fsync(fh.fileno())
     os.replace(tmp, path)
+
+
+def rmtree(path) -> None:
+    """Delete a directory tree, local or behind a URI, if it exists."""
+    if isinstance(path, UriPath):
+        path.rmtree()
+    else:
+        shutil.rmtree(path, ignore_errors=True)
+
+
+def move(src, dst) -> None:
+    """Rename a file or directory, local or behind a URI."""
+    if isinstance(src, UriPath):
+        src.replace(dst)
+    else:
+        os.replace(src, dst)
 
 
 def atomic_write_json(path: Path, obj) -> None:
@@ -92,9 +112,12 @@ class CorpusBuild:
         self.sources = [readers.resolve_source(s) for s in sources]
         self.source_specs = [f"{k}:{loc}" if k not in readers.BUILTIN_SOURCES else k for k, loc in self.sources]
         if readers._URI.match(str(out)):
-            raise UserError(f"--out {out}: writing a corpus to a URI is not supported yet; "
-                            "use a local path or a mount")
-        self.out = Path(out)
+            if executor != "spark":
+                raise UserError(f"--out {out}: a corpus is written to a URI by --executor spark only; "
+                                "the local executor needs a local path or a mount")
+            self.out = UriPath(str(out))
+        else:
+            self.out = Path(out)
         self.work = self.out / "_work"
         self.keep_removed = keep_removed
         self.workers = resolve_workers(workers if workers is not None else self.cfg.workers)
@@ -138,7 +161,7 @@ class CorpusBuild:
                                 "pass --overwrite to replace it")
             if foreign or other:
                 for child in self.out.iterdir():
-                    shutil.rmtree(child) if child.is_dir() else child.unlink()
+                    rmtree(child) if child.is_dir() else child.unlink()
         try:
             (self.work / "tasks").mkdir(parents=True, exist_ok=True)
             probe = self.work / ".probe"
@@ -162,7 +185,7 @@ class CorpusBuild:
             old = json.loads(manifest_path.read_text())
             if old.get("state", {}).get("complete"):
                 if not self.cfg.keep_work:
-                    shutil.rmtree(self.work, ignore_errors=True)  # left by a kill just after completion
+                    rmtree(self.work)  # left by a kill just after completion
                 report = json.loads((self.out / "report.json").read_text())
                 return BuildResult(self.out, report, already_complete=True)
         timings: dict[str, float] = {}
@@ -190,7 +213,7 @@ class CorpusBuild:
             timings["write"] = time.perf_counter() - t0
         atomic_write_json(manifest_path, self._manifest({"complete": True, "tasks": len(tasks)}))
         if not self.cfg.keep_work:
-            shutil.rmtree(self.work, ignore_errors=True)
+            rmtree(self.work)
         return BuildResult(self.out, report, timings, resumed_tasks=resumed, stage_seconds=self.stage_seconds)
 
     def _run_spark(self, tasks: list[dict], skipped: dict, timings: dict) -> dict:
@@ -226,8 +249,8 @@ class CorpusBuild:
         for name in ("data", "removed"):
             tmp, final = self.out / f"{name}.tmp", self.out / name
             if tmp.exists():
-                shutil.rmtree(final, ignore_errors=True)
-                os.replace(tmp, final)
+                rmtree(final)
+                move(tmp, final)
         atomic_write_json(self.out / "report.json", report)
         return report
 

@@ -22,14 +22,13 @@ from __future__ import annotations
 import json
 import math
 import os
-import shutil
 import sys
 from pathlib import Path
 
 import pyarrow as pa
 
 from codekiln.config import DataConfig
-from codekiln.data.build import CONTAMINATED, _STATUS_REASON, dedup_stage_stats
+from codekiln.data.build import CONTAMINATED, _STATUS_REASON, dedup_stage_stats, move, rmtree
 from codekiln.data.dedup import EXACT, KEEP, NEAR
 from codekiln.data.document import DOCUMENT_SCHEMA, REMOVED_SCHEMA, RawDoc
 from codekiln.data.stages import Stats
@@ -149,6 +148,7 @@ class SparkRunner:
         self.cfg = build.cfg
         self.work = build.work / "spark"
         self.work.mkdir(parents=True, exist_ok=True)
+        # Spark addresses local directories by path and stores by URI; str() gives each its form.
         self.spark, self._owned = spark_session(master, conf, build.workers)
 
     # ------------------------------------------------------------------------------------ map
@@ -287,12 +287,12 @@ class SparkRunner:
 
         total = df.agg(F.sum("bytes")).collect()[0][0] or 0
         parts = max(1, math.ceil(total / self.cfg.part_bytes))
-        shutil.rmtree(directory, ignore_errors=True)
+        rmtree(directory)
         (df.repartitionByRange(parts, "order").sortWithinPartitions("order").drop("order")
          .select(*schema.names).write.option("compression", "zstd").parquet(str(directory)))
         # Spark names files part-<partition>-<uuid>...; range partitions are in input order: renumber them.
-        for i, f in enumerate(sorted(directory.glob("part-*.parquet"))):
-            os.replace(f, directory / f"part-{i:05d}.parquet")
+        for i, f in enumerate(sorted(directory.glob("part-*.parquet"), key=lambda p: p.name)):
+            move(f, directory / f"part-{i:05d}.parquet")
         for f in directory.iterdir():
             if not f.name.startswith("part-") or f.name.endswith(".crc"):
                 f.unlink()
