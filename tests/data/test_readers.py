@@ -175,12 +175,21 @@ def test_uri_sources_read_like_paths(tmp_path):
         assert len(by_uri) > 2
 
 
+def test_repositories_behind_a_uri_walk_like_local_ones(tmp_path):
+    make_repos(tmp_path / "repos")
+    local, local_skipped, _ = _read_all([str(tmp_path / "repos")])
+    remote, remote_skipped, tasks = _read_all([f"file://{tmp_path}/repos"])
+    assert tasks[0]["items"][0][2].startswith("file://")
+    assert [(d.repo, d.path, d.data, d.license) for d in remote] == [(d.repo, d.path, d.data, d.license) for d in local]
+    assert remote_skipped == local_skipped
+    assert {d.repo: d.license for d in remote}["delta"] == "Apache-2.0"  # from package.json, read through the URI
+
+
 def test_uri_errors(tmp_path):
     with pytest.raises(UserError, match="source not found"):
         resolve_source(f"file://{tmp_path}/missing.parquet")
-    (tmp_path / "repo").mkdir()
-    (tmp_path / "repo" / "a.py").write_text("x = 1\n")
-    with pytest.raises(UserError, match="must be a local path or a mount"):
-        resolve_source(f"file://{tmp_path}/repo")
+    (tmp_path / "notes.csv").write_text("a,b\n")
+    with pytest.raises(UserError, match="must be .parquet or .jsonl"):
+        resolve_source(f"file://{tmp_path}/notes.csv")
     with pytest.raises(UserError, match="cannot open"):
         resolve_source("nosuchscheme://bucket/key")

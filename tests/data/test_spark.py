@@ -36,8 +36,8 @@ def sources(tmp_path_factory):
     ])
     (root / "pq").mkdir()
     make_parquet_v1(root / "pq" / "v1.parquet")
-    # The JSONL and Parquet sources as URIs: executors read them through pyarrow's filesystems.
-    return [str(root / "repos"), f"file://{root / 'extra.jsonl'}", f"file://{root / 'pq'}"]
+    # Sources as URIs: the driver plans and the executors read through pyarrow's filesystems.
+    return [f"file://{root / 'repos'}", f"file://{root / 'extra.jsonl'}", f"file://{root / 'pq'}"]
 
 
 def _rows(out, sub):

@@ -27,7 +27,7 @@ from codekiln.data.dedup import EXACT, KEEP, NEAR, deduplicate
 from codekiln.data.document import DOCUMENT_SCHEMA, REMOVED_SCHEMA
 from codekiln.data.executor import LocalExecutor, resolve_workers
 from codekiln.data.minhash import LSHParams, candidate_probability
-from codekiln.data.outpath import UriPath
+from codekiln.data.uri import UriPath, is_uri
 from codekiln.data.report import build_report
 from codekiln.data.stages import Stats
 from codekiln.errors import UserError
@@ -111,7 +111,7 @@ class CorpusBuild:
         self.config = config
         self.sources = [readers.resolve_source(s) for s in sources]
         self.source_specs = [f"{k}:{loc}" if k not in readers.BUILTIN_SOURCES else k for k, loc in self.sources]
-        if readers._URI.match(str(out)):
+        if is_uri(str(out)):
             if executor != "spark":
                 raise UserError(f"--out {out}: a corpus is written to a URI by --executor spark only; "
                                 "the local executor needs a local path or a mount")

@@ -17,6 +17,7 @@ from typing import Any
 
 from codekiln.data.languages import detect_language
 from codekiln.data.licenses import _combine, normalize_license
+from codekiln.data.uri import UriPath
 
 try:  # Python >= 3.11
     import tomllib
@@ -248,10 +249,13 @@ _NOT_PROJECT_LICENSE = ("third", "3rd", "vendor", "notice", "header", "dependenc
 _NON_TEXT_EXTENSIONS = frozenset("json xml pdf png jpg jpeg gif svg html htm csv".split())
 
 
-def _read(path: pathlib.Path | str, limit: int = _READ_LIMIT) -> str | None:
+def _read(path, limit: int = _READ_LIMIT) -> str | None:
     try:
-        with open(path, "rb") as f:
-            data = f.read(limit)
+        if isinstance(path, UriPath):
+            data = path.read_bytes(limit)
+        else:
+            with open(path, "rb") as f:
+                data = f.read(limit)
     except (OSError, ValueError):
         return None
     return data.decode("utf-8-sig", errors="replace")
@@ -261,6 +265,11 @@ def _read_inside(root: pathlib.Path, relative: Any) -> str | None:
     """Read a file a manifest points at, refusing paths that leave the repository."""
     if not isinstance(relative, str) or not relative:
         return None
+    if isinstance(root, UriPath):
+        parts = relative.replace("\\", "/").split("/")
+        if ".." in parts or relative.startswith("/"):
+            return None
+        return _read(root / "/".join(p for p in parts if p not in ("", ".")))
     try:
         base = root.resolve()
         path = (base / relative).resolve()
@@ -478,12 +487,16 @@ _METADATA_READERS = (
 )
 
 
-def detect_repo_license(repo_dir: pathlib.Path) -> str | None:
+def detect_repo_license(repo_dir) -> str | None:
     """SPDX expression for a repository directory from its top-level LICENSE/COPYING files or package metadata."""
     try:
-        root = pathlib.Path(repo_dir)
-        with os.scandir(root) as entries:
-            names = {e.name.lower(): e.name for e in entries if _is_file(e)}
+        if isinstance(repo_dir, UriPath):
+            root = repo_dir
+            names = {p.name.lower(): p.name for p in root.iterdir() if p.is_file()}
+        else:
+            root = pathlib.Path(repo_dir)
+            with os.scandir(root) as entries:
+                names = {e.name.lower(): e.name for e in entries if _is_file(e)}
     except (OSError, TypeError, ValueError):
         return None
 

@@ -18,7 +18,6 @@ import importlib.metadata
 import io
 import json
 import os
-import re
 import sys
 import sysconfig
 import zlib
@@ -30,6 +29,8 @@ import pyarrow.parquet as pq
 from codekiln.config import DataConfig, WalkConfig
 from codekiln.data.document import RawDoc, text_to_bytes
 from codekiln.data.languages import detect_language
+from codekiln.data.uri import URI as _URI
+from codekiln.data.uri import UriPath, filesystem
 from codekiln.data.license_detect import detect_repo_license, distribution_license
 from codekiln.data.licenses import to_expression
 from codekiln.errors import UserError
@@ -67,7 +68,7 @@ def resolve_source(spec: str) -> tuple[str, str]:
     if _URI.match(spec):
         return _resolve_uri(spec)
     kind, sep, rest = spec.partition(":")
-    if sep and kind in ("parquet", "jsonl") and _URI.match(rest):
+    if sep and kind in ("parquet", "jsonl", "repos") and _URI.match(rest):
         if not _list_files(rest, ("",)):
             raise UserError(f"source not found: {rest}")
         return kind, rest
@@ -95,23 +96,6 @@ def resolve_source(spec: str) -> tuple[str, str]:
     return "repos", str(path)
 
 
-_URI = re.compile(r"^([A-Za-z][A-Za-z0-9+.-]*)://")
-# Hadoop's scheme names for the stores pyarrow reaches natively.
-_SCHEME_ALIASES = {"s3a": "s3", "s3n": "s3", "gcs": "gs"}
-
-
-def filesystem(uri: str):
-    """(pyarrow FileSystem, path inside it) for a URI such as s3a://bucket/key, gs://..., hdfs://..., file://..."""
-    import pyarrow.fs as pafs
-
-    scheme = _URI.match(uri).group(1)
-    native = _SCHEME_ALIASES.get(scheme.lower(), scheme)
-    try:
-        return pafs.FileSystem.from_uri(native + uri[len(scheme):])
-    except Exception as exc:  # noqa: BLE001 - pyarrow raises several types for a bad or unreachable store
-        raise UserError(f"cannot open {uri}: {str(exc).splitlines()[0]}") from None
-
-
 def _resolve_uri(spec: str) -> tuple[str, str]:
     """Kind of a URI source: Parquet or JSONL files (repository walks need a local path or a mount)."""
     files = _list_files(spec, ("",))
@@ -122,8 +106,9 @@ def _resolve_uri(spec: str) -> tuple[str, str]:
         return "parquet", spec
     if all(n.endswith(_JSONL_SUFFIXES) for n in names):
         return "jsonl", spec
-    raise UserError(f"source {spec}: over a URI only Parquet and JSONL sources are read; "
-                    "a directory of repositories must be a local path or a mount")
+    if UriPath(spec).is_dir():
+        return "repos", spec
+    raise UserError(f"source {spec}: a file source must be .parquet or .jsonl(.gz)")
 
 
 def _list_files(location: str, suffixes: tuple[str, ...]) -> list[tuple[str, int]]:
@@ -209,8 +194,14 @@ def _is_repo_root(path: Path) -> bool:
         return False
 
 
-def _count_tree(path: Path) -> tuple[int, int]:
+def _count_tree(path) -> tuple[int, int]:
     """Files and bytes below a skipped directory, counted without reading them."""
+    if isinstance(path, UriPath):
+        import pyarrow.fs as pafs
+
+        infos = path.fs.get_file_info(pafs.FileSelector(path.path, recursive=True))
+        files = [i for i in infos if i.type == pafs.FileType.File]
+        return len(files), sum(i.size for i in files)
     docs = nbytes = 0
     for root, _dirs, files in os.walk(path):
         for name in files:
@@ -226,17 +217,40 @@ def _load_gitignore(directory: Path):
     import pathspec
 
     f = directory / ".gitignore"
-    if not f.is_file():
-        return None
     try:
-        lines = f.read_text(encoding="utf-8", errors="replace").splitlines()
+        if not f.is_file():
+            return None
+        lines = f.read_bytes().decode("utf-8", errors="replace").splitlines()
     except OSError:
         return None
     return pathspec.GitIgnoreSpec.from_lines(lines)
 
 
-def walk_repo(root: Path, walk: WalkConfig, skipped: dict) -> list[tuple[str, str, int]]:
-    """Files of one repository as (relative posix path, absolute path, size), sorted; skips counted."""
+def _scan(directory, follow_symlinks: bool) -> list[tuple[str, object, bool, bool, int]]:
+    """(name, path, is_dir, is_file, size) of a directory's entries, sorted by name; links left out
+    unless followed (they may point outside the repository, or loop)."""
+    if isinstance(directory, UriPath):
+        import pyarrow.fs as pafs
+
+        infos = directory.fs.get_file_info(pafs.FileSelector(directory.path))
+        return sorted((i.base_name, directory / i.base_name, i.type == pafs.FileType.Directory,
+                       i.type == pafs.FileType.File, i.size or 0) for i in infos)
+    out = []
+    for entry in sorted(os.scandir(directory), key=lambda e: e.name):
+        try:
+            if entry.is_symlink() and not follow_symlinks:
+                continue
+            is_dir = entry.is_dir(follow_symlinks=follow_symlinks)
+            is_file = entry.is_file(follow_symlinks=follow_symlinks)
+            size = entry.stat(follow_symlinks=follow_symlinks).st_size if is_file else 0
+        except OSError:
+            continue
+        out.append((entry.name, Path(entry.path), is_dir, is_file, size))
+    return out
+
+
+def walk_repo(root, walk: WalkConfig, skipped: dict) -> list[tuple[str, str, int]]:
+    """Files of one repository (a Path or a UriPath) as (relative posix path, path or URI, size), sorted."""
     skip_dirs = set(walk.skip_dirs)
     out: list[tuple[str, str, int]] = []
     # Each entry: (directory relative to root, its .gitignore spec).
@@ -251,41 +265,29 @@ def walk_repo(root: Path, walk: WalkConfig, skipped: dict) -> list[tuple[str, st
                 return True
         return False
 
-    def visit(directory: Path, rel_dir: str) -> None:
+    def visit(directory, rel_dir: str) -> None:
         spec = _load_gitignore(directory) if walk.respect_gitignore else None
         if spec is not None:
             specs.append((rel_dir, spec))
         try:
-            entries = sorted(os.scandir(directory), key=lambda e: e.name)
+            entries = _scan(directory, walk.follow_symlinks)
         except OSError:
             _add_skip(skipped, "unreadable", 1, 0)
-            return
-        for entry in entries:
-            rel = f"{rel_dir}/{entry.name}" if rel_dir else entry.name
-            try:
-                is_link = entry.is_symlink()
-                is_dir = entry.is_dir(follow_symlinks=walk.follow_symlinks)
-                is_file = entry.is_file(follow_symlinks=walk.follow_symlinks)
-            except OSError:
-                continue
-            if is_link and not walk.follow_symlinks:
-                continue  # links are not followed: they may point outside the repo or loop
+            entries = []
+        for name, path, is_dir, is_file, size in entries:
+            rel = f"{rel_dir}/{name}" if rel_dir else name
             if is_dir:
-                if entry.name in skip_dirs:
-                    _add_skip(skipped, "vendored", *_count_tree(Path(entry.path)))
+                if name in skip_dirs:
+                    _add_skip(skipped, "vendored", *_count_tree(path))
                 elif walk.respect_gitignore and ignored(rel, True):
-                    _add_skip(skipped, "gitignored", *_count_tree(Path(entry.path)))
+                    _add_skip(skipped, "gitignored", *_count_tree(path))
                 else:
-                    visit(Path(entry.path), rel)
+                    visit(path, rel)
             elif is_file:
-                try:
-                    size = entry.stat(follow_symlinks=walk.follow_symlinks).st_size
-                except OSError:
-                    size = 0
                 if walk.respect_gitignore and ignored(rel, False):
                     _add_skip(skipped, "gitignored", 1, size)
                 else:
-                    out.append((rel, entry.path, size))
+                    out.append((rel, str(path), size))
         if spec is not None:
             specs.pop()
 
@@ -294,16 +296,14 @@ def walk_repo(root: Path, walk: WalkConfig, skipped: dict) -> list[tuple[str, st
 
 
 def _plan_repos(location: str, cfg: DataConfig, skipped: dict) -> list[dict]:
-    root = Path(location)
+    root = UriPath(location) if _URI.match(location) else Path(location)
     if _is_repo_root(root):
         repos = [root]
     else:
         repos = []
-        for p in sorted(root.iterdir(), key=lambda p: p.name):
-            if p.is_symlink() and not cfg.walk.follow_symlinks:
-                continue
-            if p.is_dir():
-                if p.name in cfg.walk.skip_dirs:
+        for name, p, is_dir, _is_file, _size in _scan(root, cfg.walk.follow_symlinks):
+            if is_dir:
+                if name in cfg.walk.skip_dirs:
                     _add_skip(skipped, "vendored", *_count_tree(p))
                 else:
                     repos.append(p)
@@ -446,9 +446,9 @@ def _read_files(task: dict, max_bytes: int | None) -> Iterator[RawDoc]:
     source = task["source"]
     for repo, rel, abspath, size, license in task["items"]:
         try:
-            with open(abspath, "rb") as fh:
+            with _open_binary(abspath) as fh:
                 data = fh.read() if max_bytes is None else fh.read(max_bytes + 1)
-        except OSError:
+        except (OSError, UserError):
             yield RawDoc(source, repo, rel, b"", license=license, size=size, error="unreadable")
             continue
         truncated = max_bytes is not None and len(data) > max_bytes

@@ -1,16 +1,41 @@
-"""A corpus directory behind a URI (s3a://, gs://, hdfs://, file://), with the few Path operations a build uses.
+"""Files behind URIs (s3a://, s3://, gs://, hdfs://, file://), through pyarrow's filesystems.
 
-Object stores have no directories and no atomic rename: a file written here appears whole when its
-stream closes (one PUT), which is the atomicity the build needs; `replace` of a directory copies
-its objects and deletes the originals. The build's local paths stay `pathlib.Path`; helpers in
-codekiln.data.build dispatch on the type.
+`UriPath` offers the few pathlib.Path operations that readers and builds use, so a source or a
+corpus directory can live in a store. Object stores have no directories and no atomic rename: a
+file written here appears whole when its stream closes (one PUT), which is the atomicity the build
+needs; `replace` of a directory copies its objects and deletes the originals. Local paths stay
+`pathlib.Path`; callers dispatch on the type.
 """
 
 from __future__ import annotations
 
 import fnmatch
+import re
 
-from codekiln.data.readers import filesystem
+from codekiln.errors import UserError
+
+URI = re.compile(r"^([A-Za-z][A-Za-z0-9+.-]*)://")
+# Hadoop's scheme names for the stores pyarrow reaches natively.
+_SCHEME_ALIASES = {"s3a": "s3", "s3n": "s3", "gcs": "gs"}
+
+
+def filesystem(uri: str):
+    """(pyarrow FileSystem, path inside it) for a URI such as s3a://bucket/key, gs://..., hdfs://..., file://..."""
+    import pyarrow.fs as pafs
+
+    scheme = URI.match(uri).group(1)
+    native = _SCHEME_ALIASES.get(scheme.lower(), scheme)
+    try:
+        return pafs.FileSystem.from_uri(native + uri[len(scheme):])
+    except Exception as exc:  # noqa: BLE001 - pyarrow raises several types for a bad or unreachable store
+        raise UserError(f"cannot open {uri}: {str(exc).splitlines()[0]}") from None
+
+
+
+def is_uri(text: str) -> bool:
+    """True for scheme://... strings."""
+    return bool(URI.match(text))
+
 
 
 class UriPath:
@@ -73,10 +98,14 @@ class UriPath:
         """Create the directory (a no-op on object stores)."""
         self.fs.create_dir(self.path, recursive=True)
 
-    def read_bytes(self) -> bytes:
-        """The file's bytes."""
+    def read_bytes(self, limit: int | None = None) -> bytes:
+        """The file's bytes (the first `limit` of them when given)."""
         with self.fs.open_input_stream(self.path) as fh:
-            return fh.read()
+            return fh.read() if limit is None else fh.read(limit)
+
+    def size(self) -> int:
+        """The file's size in bytes."""
+        return self.fs.get_file_info(self.path).size
 
     def read_text(self) -> str:
         """The file's text (UTF-8)."""
