@@ -50,6 +50,36 @@ def _cmd_data_build(args) -> int:
     return 0
 
 
+def _cmd_tokenizer_train(args) -> int:
+    import time
+
+    from rich.console import Console
+    from rich.table import Table
+
+    from codekiln.tokenizer.train import train_tokenizer
+
+    config = load_config(args.config, args.overrides)
+    t = config.tokenizer
+    vocab = args.vocab_size or t.vocab_size
+    algorithm = args.algorithm or t.algorithm
+    sample = args.sample_bytes or t.sample_bytes
+    t0 = time.perf_counter()
+    summary = train_tokenizer(args.corpus, args.out, vocab_size=vocab, algorithm=algorithm, sample_bytes=sample,
+                              weights=t.language_weights, seed=config.seed, min_frequency=t.min_frequency,
+                              progress=not args.quiet)
+    elapsed = time.perf_counter() - t0
+    table = Table(title="tokenizer train", title_justify="left")
+    table.add_column("")
+    table.add_column("", justify="right")
+    for key, value in (("algorithm", summary["algorithm"]), ("vocabulary", f"{summary['vocab_size']:,}"),
+                       ("documents sampled", f"{summary['docs']:,}"),
+                       ("characters sampled", f"{summary['chars'] / 1e6:,.1f} M"), ("time", f"{elapsed:.1f} s")):
+        table.add_row(key, value)
+    Console().print(table)
+    Console().print(f"tokenizer: {args.out}", soft_wrap=True)
+    return 0
+
+
 def _cmd_config_show(args) -> int:
     config = load_config(args.config, args.overrides)
     sys.stdout.write(config_to_yaml(config))
@@ -81,6 +111,19 @@ def build_parser() -> argparse.ArgumentParser:
     b.add_argument("--spark-conf", action="append", default=[], metavar="KEY=VALUE",
                    help="a Spark setting, repeatable (e.g. spark.executor.memory=8g)")
     b.set_defaults(func=_cmd_data_build)
+
+    tok = sub.add_parser("tokenizer", help="stage 2: the code tokenizer")
+    tok_sub = tok.add_subparsers(dest="command", required=True, parser_class=_Parser)
+    tr = tok_sub.add_parser("train", help="train a code vocabulary on a corpus directory")
+    tr.add_argument("--corpus", required=True, help="corpus directory (from `codekiln data build`)")
+    tr.add_argument("--out", required=True, help="tokenizer directory to write")
+    tr.add_argument("--vocab-size", type=int, help="vocabulary size, special tokens included (default 32768)")
+    tr.add_argument("--algorithm", choices=("bpe", "unigram"), help="byte-level BPE (default) or Unigram")
+    tr.add_argument("--sample-bytes", type=int, help="characters of training text to sample (default 200M)")
+    tr.add_argument("--config", help="YAML config file")
+    tr.add_argument("--quiet", action="store_true", help="no progress bar")
+    tr.add_argument("overrides", nargs="*", metavar="KEY=VALUE")
+    tr.set_defaults(func=_cmd_tokenizer_train)
 
     cfg = sub.add_parser("config", help="configuration")
     cfg_sub = cfg.add_subparsers(dest="command", required=True, parser_class=_Parser)

@@ -128,11 +128,23 @@ class DataConfig(_Section):
     decontam: DecontamConfig = Field(default_factory=DecontamConfig)
 
 
+class TokenizerConfig(_Section):
+    """Stage 2: the code tokenizer."""
+
+    vocab_size: int = Field(32768, gt=0)
+    algorithm: Literal["bpe", "unigram"] = "bpe"
+    sample_bytes: int = Field(200_000_000, gt=0)  # characters of training text sampled from the corpus
+    min_frequency: int = Field(2, ge=1)  # BPE: merges seen fewer times are not learned
+    # Chance that a document of a language is sampled ("*" for the rest); 1.0 when absent.
+    language_weights: dict[str, float] = Field(default_factory=dict)
+
+
 class Config(_Section):
     """The whole codekiln configuration; later stages add their sections here."""
 
     seed: int = 0
     data: DataConfig = Field(default_factory=DataConfig)
+    tokenizer: TokenizerConfig = Field(default_factory=TokenizerConfig)
 
 
 def _set_path(tree: dict[str, Any], dotted: str, value: Any) -> None:

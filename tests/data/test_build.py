@@ -229,6 +229,9 @@ def test_worker_count_is_not_part_of_the_build(sources, tmp_path, capsys):
     assert _build(sources[1:2], out, "data.workers=1") == 0
     assert _build(sources[1:2], out, "data.workers=2") == 0
     assert "already complete" in capsys.readouterr().out
+    # Later stages' settings are not part of the corpus either.
+    assert _build(sources[1:2], out, "tokenizer.vocab_size=1000") == 0
+    assert "already complete" in capsys.readouterr().out
 
 
 def test_build_killed_before_its_manifest_resumes(sources, tmp_path):

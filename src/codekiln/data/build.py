@@ -132,8 +132,10 @@ class CorpusBuild:
             "sources": self.source_specs,
             "python": readers.python_version_tag(),
             "keep_removed": keep_removed,
-            # How many processes ran, or whether work files were kept, never changes the output.
-            "config": config.model_dump(mode="json", exclude={"data": {"workers", "keep_work"}}),
+            # Only what changes the corpus: the seed and the data section, less how many processes ran
+            # and whether work files were kept.
+            "config": config.model_dump(mode="json", include={"seed", "data"},
+                                        exclude={"data": {"workers", "keep_work"}}),
         }
         self._prepare_out(overwrite)
 

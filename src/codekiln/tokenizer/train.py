@@ -1,0 +1,140 @@
+"""`codekiln tokenizer train`: a byte-level BPE or Unigram vocabulary trained on a corpus directory.
+
+Pre-tokenization is code-aware (the split happens before byte-level mapping, so every byte
+sequence still round-trips exactly):
+  * every newline is a token of its own, never merged into a word;
+  * runs of two or more spaces/tabs (indentation, alignment) are tokens of their own;
+  * an identifier ([letters or _] then letters, marks, digits, _) may carry one leading space;
+  * a number is split into single digits;
+  * a run of punctuation may carry one leading space.
+Unigram uses the same byte-level pre-tokenization, so it too covers every byte string.
+
+Training text is a seeded sample of the corpus, streamed part by part, with per-language weights
+(the chance a document of that language is used), capped at `sample_bytes`.
+"""
+
+from __future__ import annotations
+
+import json
+import random
+from collections.abc import Iterator
+from pathlib import Path
+
+import pyarrow.parquet as pq
+
+from codekiln.errors import UserError
+from codekiln.tokenizer import SPECIAL_TOKENS
+
+PRETOKENIZE_PATTERN = (
+    r"\r\n|\n|\r"                       # newlines, alone
+    r"|[^\S\r\n]{2,}"                   # indentation and other runs of spaces/tabs
+    r"| ?[\p{L}_][\p{L}\p{M}\p{N}_]*"   # identifiers and words, with at most one leading space
+    r"|\p{N}"                           # digits, one at a time
+    r"| ?[^\s\p{L}\p{N}_]+"             # punctuation runs
+    r"|\s"                              # any other single whitespace character
+)
+
+
+def corpus_parts(corpus: str | Path) -> list[Path]:
+    """The Parquet parts of a corpus directory's data/, sorted; a UserError when there are none."""
+    data = Path(corpus) / "data"
+    parts = sorted(data.glob("part-*.parquet")) if data.is_dir() else []
+    if not parts:
+        raise UserError(f"{corpus} is not a corpus directory (no data/part-*.parquet); "
+                        "build one with `codekiln data build`")
+    return parts
+
+
+def sample_texts(corpus: str | Path, sample_bytes: int, weights: dict[str, float], seed: int,
+                 batch: int = 256) -> Iterator[list[str]]:
+    """Batches of document texts: a seeded, language-weighted sample of at most sample_bytes."""
+    rng = random.Random(seed)
+    total = 0
+    for part in corpus_parts(corpus):
+        pf = pq.ParquetFile(part)
+        for rb in pf.iter_batches(batch_size=batch, columns=["content", "lang"]):
+            texts = []
+            for text, lang in zip(rb.column("content").to_pylist(), rb.column("lang").to_pylist()):
+                if rng.random() >= weights.get(lang or "", weights.get("*", 1.0)):
+                    continue
+                texts.append(text)
+                total += len(text)
+                if total >= sample_bytes:
+                    yield texts
+                    return
+            if texts:
+                yield texts
+
+
+def build_tokenizer(algorithm: str):
+    """An untrained tokenizer with codekiln's pre-tokenizer and decoder, and its trainer class."""
+    from tokenizers import Regex, Tokenizer, decoders, models, pre_tokenizers, trainers
+
+    if algorithm == "bpe":
+        tok = Tokenizer(models.BPE())
+        trainer_cls = trainers.BpeTrainer
+    elif algorithm == "unigram":
+        tok = Tokenizer(models.Unigram())
+        trainer_cls = trainers.UnigramTrainer
+    else:
+        raise UserError(f"unknown tokenizer algorithm '{algorithm}' (bpe or unigram)")
+    tok.pre_tokenizer = pre_tokenizers.Sequence([
+        pre_tokenizers.Split(Regex(PRETOKENIZE_PATTERN), behavior="isolated"),
+        pre_tokenizers.ByteLevel(add_prefix_space=False, use_regex=False),
+    ])
+    tok.decoder = decoders.ByteLevel()
+    return tok, trainer_cls
+
+
+def train_tokenizer(corpus: str | Path, out: str | Path, vocab_size: int = 32768, algorithm: str = "bpe",
+                    sample_bytes: int = 200_000_000, weights: dict[str, float] | None = None, seed: int = 0,
+                    min_frequency: int = 2, progress: bool = True) -> dict:
+    """Train, save the Hugging Face files into out, and return a summary."""
+    from tokenizers import pre_tokenizers
+
+    alphabet = pre_tokenizers.ByteLevel.alphabet()
+    minimum = len(alphabet) + len(SPECIAL_TOKENS)
+    if vocab_size < minimum:
+        raise UserError(f"--vocab-size {vocab_size} is smaller than the byte alphabet plus special tokens ({minimum})")
+    parts = corpus_parts(corpus)
+    tok, trainer_cls = build_tokenizer(algorithm)
+    kwargs = dict(vocab_size=vocab_size, special_tokens=list(SPECIAL_TOKENS), show_progress=progress)
+    if algorithm == "bpe":
+        trainer = trainer_cls(min_frequency=min_frequency, initial_alphabet=alphabet, **kwargs)
+    else:
+        trainer = trainer_cls(initial_alphabet=alphabet, unk_token=None, **kwargs)
+    seen = {"docs": 0, "bytes": 0}
+
+    def texts():
+        for batch in sample_texts(corpus, sample_bytes, weights or {}, seed):
+            seen["docs"] += len(batch)
+            seen["bytes"] += sum(len(t) for t in batch)
+            yield batch
+
+    tok.train_from_iterator(texts(), trainer=trainer)
+    if seen["docs"] == 0:
+        raise UserError(f"{corpus} has no documents to train on (empty corpus or all weights 0)")
+    save_tokenizer(tok, out)
+    return {"algorithm": algorithm, "vocab_size": tok.get_vocab_size(), "docs": seen["docs"],
+            "chars": seen["bytes"], "parts": len(parts)}
+
+
+def save_tokenizer(tok, out: str | Path) -> None:
+    """tokenizer.json plus the transformers config files (AutoTokenizer-loadable, no remote code)."""
+    out = Path(out)
+    out.mkdir(parents=True, exist_ok=True)
+    tok.save(str(out / "tokenizer.json"))
+    eot = "<|endoftext|>"
+    extra = [t for t in SPECIAL_TOKENS if t != eot]
+    config = {
+        "tokenizer_class": "PreTrainedTokenizerFast",
+        "bos_token": eot, "eos_token": eot, "unk_token": eot, "pad_token": eot,
+        "additional_special_tokens": extra,
+        "model_max_length": 1_000_000_000,
+        "clean_up_tokenization_spaces": False,
+        "add_prefix_space": False,
+    }
+    (out / "tokenizer_config.json").write_text(json.dumps(config, indent=2) + "\n")
+    special_map = {"bos_token": eot, "eos_token": eot, "unk_token": eot, "pad_token": eot,
+                   "additional_special_tokens": extra}
+    (out / "special_tokens_map.json").write_text(json.dumps(special_map, indent=2) + "\n")
