@@ -17,7 +17,7 @@ $(STAMP): pyproject.toml constraints.txt
 install: $(STAMP)
 
 demo: $(STAMP)
-	$(BIN)/codekiln data build python-stdlib python-packages --out $(DEMO_OUT)/corpus --config configs/demo.yaml --overwrite
+	$(BIN)/codekiln data build python-stdlib python-packages --out $(DEMO_OUT)/corpus --config configs/demo.yaml
 	$(BIN)/codekiln tokenizer train --corpus $(DEMO_OUT)/corpus --out $(DEMO_OUT)/tokenizer --config configs/demo.yaml
 
 test: $(STAMP)

@@ -151,14 +151,42 @@ def test_user_errors_are_one_line(sources, tmp_path):
     (stray / "keep.txt").write_text("mine")
     rc, err = run("data", "build", sources[1], "--out", str(stray))
     assert rc == 2 and "holds no codekiln corpus" in err and (stray / "keep.txt").read_text() == "mine"
+    rc, err = run("data", "build", sources[1], "--out", str(stray), "--overwrite")
+    assert rc == 2 and "holds no codekiln corpus" in err and (stray / "keep.txt").read_text() == "mine"
+    rc, err = run("data", "build", sources[1], "--out", str(tmp_path / "d"), "--workers", "2",
+                  "data.decontam.extra_files=[/nonexistent/needles.jsonl]")
+    assert rc == 2 and err == "codekiln: error: decontamination file not found: /nonexistent/needles.jsonl"
 
 
-def test_other_config_needs_overwrite(sources, tmp_path):
+def test_other_config_needs_overwrite(sources, tmp_path, capsys):
     out = tmp_path / "c"
     assert _build(sources[1:2], out) == 0
+    (out / "notes.txt").write_text("the user's own file")
     assert _build(sources[1:2], out, "data.dedup.threshold=0.8") == 2
     assert _build(sources[1:2], out, "data.dedup.threshold=0.8", "--overwrite") == 0
     assert json.loads((out / "report.json").read_text())["dedup"]["threshold"] == 0.8
+    assert (out / "notes.txt").read_text() == "the user's own file"  # --overwrite removes only build outputs
+    capsys.readouterr()
+    assert _build(sources[1:2], out, "data.dedup.threshold=0.8", "--overwrite") == 0
+    assert "already complete" not in capsys.readouterr().out  # --overwrite rebuilds a finished build
+
+
+def test_odd_names_and_values_do_not_stop_a_build(tmp_path):
+    repo = tmp_path / "repos" / "odd"
+    repo.mkdir(parents=True)
+    (repo / "LICENSE").write_text("SPDX-License-Identifier: MIT\n")
+    os.makedirs(repo, exist_ok=True)
+    with open(os.path.join(os.fsencode(repo), b"caf\xe9.py"), "w") as fh:
+        fh.write(python_module(7))
+    rows = [{"content": python_module(8), "path": "big_stars.py", "license": "MIT", "stars": 1e30},
+            {"content": python_module(9), "path": "\ud800odd.py", "repo": "r\udc80", "license": "MIT"}]
+    (tmp_path / "odd.jsonl").write_text("\n".join(json.dumps(r) for r in rows) + '\n{"content": "x = 1", "stars": Infinity}\n')
+    out = tmp_path / "out"
+    assert _build([str(tmp_path / "repos"), str(tmp_path / "odd.jsonl")], out, "data.quality.enabled=false") == 0
+    docs = {d["path"]: d for d in _read(out)}
+    assert "caf\\xe9.py" in docs
+    assert docs["big_stars.py"]["stars"] is None
+    assert any(p.endswith("odd.py") and "\\" in p for p in docs)
 
 
 def test_stages_can_be_switched_off(sources, tmp_path):

@@ -130,3 +130,6 @@ def test_bad_input(tmp_path, capsys):
     assert capsys.readouterr().err.strip() == f"codekiln: error: {empty} has no documents to train on (empty corpus or all weights 0)"
     with pytest.raises(UserError, match="no tokenizer.json"):
         load(tmp_path)
+    (tmp_path / "afile").write_text("x")
+    with pytest.raises(UserError, match="cannot write to --out"):
+        train_tokenizer(corpus, tmp_path / "afile" / "tok", vocab_size=300)

@@ -23,6 +23,7 @@ import pyarrow.parquet as pq
 from codekiln import __version__
 from codekiln.config import Config
 from codekiln.data import readers
+from codekiln.data.decontam import load_needles
 from codekiln.data.dedup import EXACT, KEEP, NEAR, deduplicate
 from codekiln.data.document import DOCUMENT_SCHEMA, REMOVED_SCHEMA
 from codekiln.data.executor import LocalExecutor, resolve_workers
@@ -33,6 +34,8 @@ from codekiln.data.stages import Stats
 from codekiln.errors import UserError
 
 CONTAMINATED = 3
+# Everything a build writes into --out (and nothing else is ever deleted there).
+_OUTPUT_NAMES = {"manifest.json", "report.json", "data", "removed", "_work", "data.tmp", "removed.tmp"}
 _STATUS_REASON = {EXACT: "exact_duplicate", NEAR: "near_duplicate", CONTAMINATED: "contaminated"}
 
 
@@ -127,6 +130,9 @@ class CorpusBuild:
         self.executor, self.spark_master, self.spark_conf = executor, spark_master, list(spark_conf)
         self.stage_seconds: dict[str, float] = {}
         self.lsh = LSHParams.from_config(self.cfg.dedup)
+        if self.cfg.decontam.enabled:
+            # Fail here, in one line, rather than in every worker's initializer.
+            load_needles(self.cfg.decontam.benchmarks, self.cfg.decontam.extra_files, self.cfg.decontam.min_chars)
         self.fingerprint = {
             "codekiln_version": __version__,
             "sources": self.source_specs,
@@ -153,17 +159,20 @@ class CorpusBuild:
                 except (OSError, ValueError):
                     old = None
             # A directory holding only _work is a build killed before it wrote its manifest.
-            foreign = old is None and not {c.name for c in self.out.iterdir()} <= {"_work"}
-            other = old is not None and old.get("fingerprint") != self.fingerprint
-            if foreign and not overwrite:
+            names = {c.name for c in self.out.iterdir()}
+            if old is None and not names <= {"_work"}:
+                # Never touched, even with --overwrite: it may hold the user's own files (or the sources).
                 raise UserError(f"--out {self.out} is not empty and holds no codekiln corpus; "
-                                "choose another directory or pass --overwrite")
+                                "choose another directory")
+            other = old is not None and old.get("fingerprint") != self.fingerprint
             if other and not overwrite:
                 raise UserError(f"--out {self.out} holds a build with other sources or config; "
                                 "pass --overwrite to replace it")
-            if foreign or other:
+            if overwrite and old is not None:
+                # Only what a build writes is removed; anything else the user put there stays.
                 for child in self.out.iterdir():
-                    rmtree(child) if child.is_dir() else child.unlink()
+                    if child.name in _OUTPUT_NAMES:
+                        rmtree(child) if child.is_dir() else child.unlink()
         try:
             (self.work / "tasks").mkdir(parents=True, exist_ok=True)
             probe = self.work / ".probe"

@@ -63,17 +63,21 @@ def _file_needles(path: str) -> list[str]:
         raise UserError(f"decontamination file not found: {p}")
     out = []
     opener = gzip.open if p.name.endswith(".gz") else open
-    with opener(p, "rt", encoding="utf-8") as fh:
-        for n, line in enumerate(fh, 1):
-            if not line.strip():
-                continue
-            try:
-                text = json.loads(line)["text"]
-            except (ValueError, KeyError, TypeError):
-                raise UserError(f"{p}:{n}: expected a JSON object with a string 'text'") from None
-            if not isinstance(text, str):
-                raise UserError(f"{p}:{n}: expected a JSON object with a string 'text'")
-            out.append(text)
+    try:
+        with opener(p, "rt", encoding="utf-8") as fh:
+            lines = fh.readlines()
+    except (OSError, UnicodeDecodeError, EOFError) as exc:
+        raise UserError(f"cannot read decontamination file {p}: {exc}") from None
+    for n, line in enumerate(lines, 1):
+        if not line.strip():
+            continue
+        try:
+            text = json.loads(line)["text"]
+        except (ValueError, KeyError, TypeError):
+            raise UserError(f"{p}:{n}: expected a JSON object with a string 'text'") from None
+        if not isinstance(text, str):
+            raise UserError(f"{p}:{n}: expected a JSON object with a string 'text'")
+        out.append(text)
     return out
 
 

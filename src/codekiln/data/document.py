@@ -47,6 +47,20 @@ class RawDoc:
     def __post_init__(self) -> None:
         if self.size < 0:
             self.size = len(self.data)
+        self.repo, self.path = clean_name(self.repo), clean_name(self.path)
+
+
+def clean_name(name: str) -> str:
+    """A name as valid UTF-8 text: undecodable file-name bytes and lone surrogates become escapes."""
+    try:
+        name.encode("utf-8")
+        return name
+    except UnicodeEncodeError:
+        try:
+            raw = name.encode("utf-8", "surrogateescape")  # file names the OS could not decode
+        except UnicodeEncodeError:
+            raw = name.encode("utf-8", "surrogatepass")  # lone surrogates from a dataset
+        return raw.decode("utf-8", "backslashreplace")
 
 
 def document_id(repo: str, path: str, data: bytes) -> str:

@@ -126,14 +126,21 @@ def _list_files(location: str, suffixes: tuple[str, ...]) -> list[tuple[str, int
     from urllib.parse import urlsplit, urlunsplit
 
     fs, root = filesystem(location)
-    info = fs.get_file_info(root)
+    try:
+        info = fs.get_file_info(root)
+    except OSError as exc:
+        raise UserError(f"cannot read {location}: {str(exc).splitlines()[0]}") from None
     if info.type == pafs.FileType.File:
         return [(location, info.size)]
     if info.type != pafs.FileType.Directory:
         return []
     parts = urlsplit(location)
     out = []
-    for f in fs.get_file_info(pafs.FileSelector(root, recursive=True)):
+    try:
+        infos = fs.get_file_info(pafs.FileSelector(root, recursive=True))
+    except OSError as exc:
+        raise UserError(f"cannot list {location}: {str(exc).splitlines()[0]}") from None
+    for f in infos:
         if f.type == pafs.FileType.File and f.base_name.lower().endswith(suffixes):
             rel = f.path[len(root.rstrip("/")):].lstrip("/")
             out.append((urlunsplit(parts._replace(path=parts.path.rstrip("/") + "/" + rel)), f.size))
@@ -466,9 +473,10 @@ def _column(table_names: set[str], role: str) -> str | None:
 
 def _stars(value) -> int | None:
     try:
-        return None if value is None else int(value)
-    except (TypeError, ValueError):
+        stars = None if value is None else int(value)
+    except (TypeError, ValueError, OverflowError):
         return None
+    return stars if stars is None or -(2**63) <= stars < 2**63 else None
 
 
 def _read_parquet(task: dict) -> Iterator[RawDoc]:

@@ -28,7 +28,7 @@ from pathlib import Path
 import pyarrow as pa
 
 from codekiln.config import DataConfig
-from codekiln.data.build import CONTAMINATED, _STATUS_REASON, dedup_stage_stats, move, rmtree
+from codekiln.data.build import CONTAMINATED, _STATUS_REASON, atomic_write_json, dedup_stage_stats, move, rmtree
 from codekiln.data.dedup import EXACT, KEEP, NEAR
 from codekiln.data.document import DOCUMENT_SCHEMA, REMOVED_SCHEMA, RawDoc
 from codekiln.data.stages import Stats
@@ -140,6 +140,11 @@ def _done(path: Path) -> bool:
     return (path / "_SUCCESS").exists()
 
 
+def _spark_path(path) -> str:
+    """How Spark must name a path: local paths as file:// URIs, whatever the cluster's default filesystem."""
+    return path.resolve().as_uri() if isinstance(path, Path) else str(path)
+
+
 class SparkRunner:
     """Runs the map, dedup and write phases of one CorpusBuild on Spark."""
 
@@ -164,9 +169,9 @@ class SparkRunner:
             raw = tasks_df.mapInArrow(lambda it: _read_batches(it, max_bytes), _RAW_DDL)
             cfg_json, keep_removed = self.cfg.model_dump_json(), self.build.keep_removed
             processed = raw.mapInArrow(lambda it: _process_batches(it, cfg_json, keep_removed), _PROCESSED_DDL)
-            processed.write.mode("overwrite").parquet(str(path))
+            processed.write.mode("overwrite").parquet(_spark_path(path))
         stats = Stats()
-        for row in self.spark.read.parquet(str(path)).filter("kind = 'stats'").select("stats").collect():
+        for row in self.spark.read.parquet(_spark_path(path)).filter("kind = 'stats'").select("stats").collect():
             stats.merge(json.loads(row["stats"]))
         return stats
 
@@ -178,16 +183,16 @@ class SparkRunner:
         path = self.work / "dedup"
         info_path = self.work / "dedup.json"
         if not (_done(path) and info_path.is_file()):
-            kept = (self.spark.read.parquet(str(self.work / "processed"))
+            kept = (self.spark.read.parquet(_spark_path(self.work / "processed"))
                     .filter("kind = 'doc' AND reason IS NULL")
                     .select("order", "id", "content_hash", "eligible", "bands", "permissive", "stars", "bytes",
                             "contaminated", "lang"))
             result, clusters = self._deduplicate(kept)
-            result.write.mode("overwrite").parquet(str(path))
-            n = self.spark.read.parquet(str(path)).count()
-            info_path.write_text(json.dumps({"clusters": clusters, "documents": n}))
+            result.write.mode("overwrite").parquet(_spark_path(path))
+            n = self.spark.read.parquet(_spark_path(path)).count()
+            atomic_write_json(info_path, {"clusters": clusters, "documents": n})
         info = json.loads(info_path.read_text())
-        agg = (self.spark.read.parquet(str(path)).groupBy("status", "lang")
+        agg = (self.spark.read.parquet(_spark_path(path)).groupBy("status", "lang")
                .agg(F.count(F.lit(1)).alias("docs"), F.sum("bytes").alias("bytes")).collect())
         rows = [(r["status"], r["lang"], r["docs"], r["bytes"]) for r in agg]
         return dedup_stage_stats(rows, self.cfg), info
@@ -266,8 +271,8 @@ class SparkRunner:
         """data/ (and removed/) parts in input order; returns (lang, license, docs, bytes) of kept docs."""
         from pyspark.sql import functions as F
 
-        processed = self.spark.read.parquet(str(self.work / "processed")).filter("kind = 'doc'")
-        dedup = self.spark.read.parquet(str(self.work / "dedup")).select("order", "status", "cluster_id")
+        processed = self.spark.read.parquet(_spark_path(self.work / "processed")).filter("kind = 'doc'")
+        dedup = self.spark.read.parquet(_spark_path(self.work / "dedup")).select("order", "status", "cluster_id")
         kept = processed.filter("reason IS NULL").join(dedup, "order")
         final = kept.filter(F.col("status") == KEEP)
         agg = final.groupBy("lang", "license").agg(F.count(F.lit(1)).alias("docs"), F.sum("bytes").alias("bytes"))
@@ -289,7 +294,9 @@ class SparkRunner:
         parts = max(1, math.ceil(total / self.cfg.part_bytes))
         rmtree(directory)
         (df.repartitionByRange(parts, "order").sortWithinPartitions("order").drop("order")
-         .select(*schema.names).write.option("compression", "zstd").parquet(str(directory)))
+         .select(*schema.names).write.option("compression", "zstd").parquet(_spark_path(directory)))
+        if not (directory / "_SUCCESS").exists():
+            raise RuntimeError(f"Spark wrote no {directory}: the driver and the executors see different filesystems")
         # Spark names files part-<partition>-<uuid>...; range partitions are in input order: renumber them.
         for i, f in enumerate(sorted(directory.glob("part-*.parquet"), key=lambda p: p.name)):
             move(f, directory / f"part-{i:05d}.parquet")

@@ -130,5 +130,15 @@ class UriPath:
             self.fs.delete_dir(self.path)
 
     def replace(self, target: "UriPath") -> None:
-        """Move this file or directory to target (replacing a file there)."""
-        self.fs.move(self.path, target.path)
+        """Move this file or directory to target (replacing a file there).
+
+        Object stores cannot move a directory (pyarrow's S3 filesystem refuses): its files are
+        copied, then the originals deleted.
+        """
+        if not self.is_dir():
+            self.fs.move(self.path, target.path)
+            return
+        import pyarrow.fs as pafs
+
+        pafs.copy_files(self.path, target.path, source_filesystem=self.fs, destination_filesystem=target.fs)
+        self.fs.delete_dir(self.path)

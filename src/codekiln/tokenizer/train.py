@@ -97,6 +97,13 @@ def train_tokenizer(corpus: str | Path, out: str | Path, vocab_size: int = 32768
     if vocab_size < minimum:
         raise UserError(f"--vocab-size {vocab_size} is smaller than the byte alphabet plus special tokens ({minimum})")
     parts = corpus_parts(corpus)
+    out = Path(out)
+    try:  # a bad --out must fail now, not after the training
+        out.mkdir(parents=True, exist_ok=True)
+        (out / ".probe").write_bytes(b"")
+        (out / ".probe").unlink()
+    except OSError as exc:
+        raise UserError(f"cannot write to --out {out}: {exc.strerror or exc}") from None
     tok, trainer_cls = build_tokenizer(algorithm)
     kwargs = dict(vocab_size=vocab_size, special_tokens=list(SPECIAL_TOKENS), show_progress=progress)
     if algorithm == "bpe":
