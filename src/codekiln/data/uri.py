@@ -140,5 +140,6 @@ class UriPath:
             return
         import pyarrow.fs as pafs
 
+        target.fs.create_dir(target.path, recursive=True)  # local filesystems need it to exist
         pafs.copy_files(self.path, target.path, source_filesystem=self.fs, destination_filesystem=target.fs)
         self.fs.delete_dir(self.path)
