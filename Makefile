@@ -19,6 +19,7 @@ install: $(STAMP)
 demo: $(STAMP)
 	$(BIN)/codekiln data build python-stdlib python-packages --out $(DEMO_OUT)/corpus --config configs/demo.yaml
 	$(BIN)/codekiln tokenizer train --corpus $(DEMO_OUT)/corpus --out $(DEMO_OUT)/tokenizer --config configs/demo.yaml
+	$(BIN)/codekiln tokenizer stats --tokenizer $(DEMO_OUT)/tokenizer --corpus $(DEMO_OUT)/corpus --compare cl100k_base
 
 test: $(STAMP)
 	$(BIN)/python -m pytest -q

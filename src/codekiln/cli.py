@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import argparse
+import json
 import sys
+from pathlib import Path
 
 from codekiln import __version__
 from codekiln.config import config_to_yaml, is_override, load_config
@@ -66,7 +68,7 @@ def _cmd_tokenizer_train(args) -> int:
     t0 = time.perf_counter()
     summary = train_tokenizer(args.corpus, args.out, vocab_size=vocab, algorithm=algorithm, sample_bytes=sample,
                               weights=t.language_weights, seed=config.seed, min_frequency=t.min_frequency,
-                              progress=not args.quiet)
+                              holdout_fraction=t.holdout_fraction, progress=not args.quiet)
     elapsed = time.perf_counter() - t0
     table = Table(title="tokenizer train", title_justify="left")
     table.add_column("")
@@ -77,6 +79,35 @@ def _cmd_tokenizer_train(args) -> int:
         table.add_row(key, value)
     Console().print(table)
     Console().print(f"tokenizer: {args.out}", soft_wrap=True)
+    return 0
+
+
+def _cmd_tokenizer_stats(args) -> int:
+    from rich.console import Console
+    from rich.table import Table
+
+    from codekiln.tokenizer.stats import tokenizer_stats
+
+    result = tokenizer_stats(args.tokenizer, args.corpus, args.compare, max_bytes=args.max_bytes)
+    names = list(result["tokenizers"])
+    table = Table(title=f"bytes per token, {result['documents']:,} held-out docs ({result['bytes'] / 1e6:,.1f} MB)",
+                  title_justify="left")
+    table.add_column("language")
+    table.add_column("MB", justify="right")
+    for name in names:
+        table.add_column(name, justify="right")
+    ours = result["tokenizers"][names[0]]["languages"]
+    for lang, entry in sorted(ours.items(), key=lambda x: -x[1]["bytes"]):
+        if entry["bytes"] < args.min_language_bytes:
+            continue  # too little held-out text for a figure worth printing
+        table.add_row(lang, f"{entry['bytes'] / 1e6:,.2f}",
+                      *(f"{result['tokenizers'][n]['languages'][lang]['bytes_per_token']:.3f}" for n in names))
+    table.add_row("all", f"{result['bytes'] / 1e6:,.2f}",
+                  *(f"{result['tokenizers'][n]['bytes_per_token']:.3f}" for n in names), style="bold")
+    table.add_row("encode MB/s", "", *(f"{result['tokenizers'][n]['mb_per_s']:,.1f}" for n in names))
+    Console().print(table)
+    if args.json:
+        Path(args.json).write_text(json.dumps(result, indent=2) + "\n")
     return 0
 
 
@@ -124,6 +155,17 @@ def build_parser() -> argparse.ArgumentParser:
     tr.add_argument("--quiet", action="store_true", help="no progress bar")
     tr.add_argument("overrides", nargs="*", metavar="KEY=VALUE")
     tr.set_defaults(func=_cmd_tokenizer_train)
+
+    stt = tok_sub.add_parser("stats", help="bytes per token on held-out code, against reference tokenizers")
+    stt.add_argument("--tokenizer", required=True, help="tokenizer directory")
+    stt.add_argument("--corpus", required=True, help="corpus directory")
+    stt.add_argument("--compare", nargs="*", default=[], metavar="NAME_OR_PATH",
+                     help="cl100k_base, or a tokenizer.json file or directory")
+    stt.add_argument("--max-bytes", type=int, default=50_000_000, help="held-out text to measure (default 50M)")
+    stt.add_argument("--min-language-bytes", type=int, default=100_000,
+                     help="languages with less held-out text get no row of their own (default 100k)")
+    stt.add_argument("--json", help="also write the figures to this JSON file")
+    stt.set_defaults(func=_cmd_tokenizer_stats)
 
     cfg = sub.add_parser("config", help="configuration")
     cfg_sub = cfg.add_subparsers(dest="command", required=True, parser_class=_Parser)

@@ -135,6 +135,8 @@ class TokenizerConfig(_Section):
     algorithm: Literal["bpe", "unigram"] = "bpe"
     sample_bytes: int = Field(200_000_000, gt=0)  # characters of training text sampled from the corpus
     min_frequency: int = Field(2, ge=1)  # BPE: merges seen fewer times are not learned
+    # Repositories held out of training (a stable hash of the repo name); `tokenizer stats` measures on them.
+    holdout_fraction: float = Field(0.02, ge=0, lt=1)
     # Chance that a document of a language is sampled ("*" for the rest); 1.0 when absent.
     language_weights: dict[str, float] = Field(default_factory=dict)
 

@@ -43,7 +43,7 @@ def write_corpus(directory, docs: int = 400, seed: int = 0):
 def tok_dir(tmp_path_factory):
     root = tmp_path_factory.mktemp("tok")
     corpus = write_corpus(root / "corpus")
-    train_tokenizer(corpus, root / "tok", vocab_size=400, progress=False)
+    train_tokenizer(corpus, root / "tok", vocab_size=400, holdout_fraction=0.3, progress=False)
     return root / "tok"
 
 
@@ -53,7 +53,8 @@ def tok(tok_dir):
 
 
 def test_files_and_special_tokens(tok_dir, tok):
-    assert {p.name for p in tok_dir.iterdir()} == {"tokenizer.json", "tokenizer_config.json", "special_tokens_map.json"}
+    assert {p.name for p in tok_dir.iterdir()} == {"tokenizer.json", "tokenizer_config.json", "special_tokens_map.json",
+                                                  "training.json"}
     assert tok.vocab_size == 400
     assert set(tok.special_ids) == set(SPECIAL_TOKENS)
     assert sorted(tok.special_ids.values()) == list(range(len(SPECIAL_TOKENS)))
@@ -69,11 +70,20 @@ def test_special_strings_are_literal_text(tok):
 
 
 def test_code_aware_pretokenization(tok):
-    pieces = [tok.decode([i]) for i in tok.encode("        return 12345\n\n")]
-    assert pieces[0] == "        "  # indentation is one token of its own
-    assert [p for p in pieces if p.strip().isdigit()] == ["1", "2", "3", "4", "5"]  # digits split
-    assert all("\n" not in p or p.strip("\n") == "" for p in pieces)  # newlines never inside a word
+    from tokenizers import Regex, pre_tokenizers
+
+    from codekiln.tokenizer.train import PRETOKENIZE_PATTERN
+
+    split = pre_tokenizers.Split(Regex(PRETOKENIZE_PATTERN), behavior="isolated")
+    pieces = [p for p, _ in split.pre_tokenize_str("    x = foo.bar(12345):\n        return self.x\n\n")]
+    assert pieces[:4] == ["    ", "x", " =", " foo"]  # indentation alone; a word may carry one space
+    assert ".bar" in pieces and "(" in pieces and " self" in pieces
+    assert [p for p in pieces if p.isdigit()] == ["1", "2", "3", "4", "5"]  # digits split
+    assert "):\n        " in pieces  # a newline ends punctuation and carries the next indentation
     assert pieces[-2:] == ["\n", "\n"]
+    assert all(not any(c.isalpha() for c in p) for p in pieces if "\n" in p)  # never inside a word
+    ids = tok.encode("        return 12345\n")
+    assert [tok.decode([i]) for i in ids if tok.decode([i]).isdigit()] == ["1", "2", "3", "4", "5"]
 
 
 @settings(max_examples=300, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
@@ -103,7 +113,7 @@ def test_transformers_gives_the_same_ids(tok_dir, tok):
 
 def test_training_is_deterministic(tmp_path, tok_dir):
     corpus = write_corpus(tmp_path / "corpus")
-    train_tokenizer(corpus, tmp_path / "again", vocab_size=400, progress=False)
+    train_tokenizer(corpus, tmp_path / "again", vocab_size=400, holdout_fraction=0.3, progress=False)
     assert (tmp_path / "again" / "tokenizer.json").read_bytes() == (tok_dir / "tokenizer.json").read_bytes()
 
 
@@ -133,3 +143,27 @@ def test_bad_input(tmp_path, capsys):
     (tmp_path / "afile").write_text("x")
     with pytest.raises(UserError, match="cannot write to --out"):
         train_tokenizer(corpus, tmp_path / "afile" / "tok", vocab_size=300)
+
+
+def test_stats_against_references(tok_dir, tmp_path, capsys):
+    from codekiln.tokenizer.stats import tokenizer_stats
+    from codekiln.tokenizer.train import is_held_out
+
+    corpus = write_corpus(tmp_path / "corpus")
+    result = tokenizer_stats(tok_dir, corpus, ["cl100k_base", str(tok_dir)], max_bytes=10**9)
+    names = list(result["tokenizers"])
+    assert names == ["codekiln", "cl100k_base", str(tok_dir)]
+    ours, again = result["tokenizers"]["codekiln"], result["tokenizers"][str(tok_dir)]
+    assert ours["tokens"] == again["tokens"]  # the same tokenizer through the HF file: the same count
+    held = [r for r in (f"r{i}" for i in range(7)) if is_held_out(r, 0.3, 0)]
+    assert 0 < len(held) < 7
+    assert result["documents"] == sum(1 for i in range(400) if f"r{i % 7}" in held)
+    assert result["tokenizers"]["cl100k_base"]["bytes_per_token"] > 1
+    # Training never saw a held-out repository.
+    from codekiln.tokenizer.train import sample_texts
+    seen = {t for batch in sample_texts(corpus, 10**9, {}, 0, 0.3) for t in batch}
+    import pyarrow.parquet as pq2
+    rows = pq2.read_table(corpus / "data").to_pylist()
+    assert not seen & {r["content"] for r in rows if r["repo"] in held}
+    assert main(["tokenizer", "stats", "--tokenizer", str(tok_dir), "--corpus", str(corpus), "--compare", "nope"]) == 2
+    assert "--compare nope" in capsys.readouterr().err

@@ -1,20 +1,24 @@
 """`codekiln tokenizer train`: a byte-level BPE or Unigram vocabulary trained on a corpus directory.
 
 Pre-tokenization is code-aware (the split happens before byte-level mapping, so every byte
-sequence still round-trips exactly):
-  * every newline is a token of its own, never merged into a word;
-  * runs of two or more spaces/tabs (indentation, alignment) are tokens of their own;
-  * an identifier ([letters or _] then letters, marks, digits, _) may carry one leading space;
+sequence still round-trips exactly). Chosen by measured compression on held-out code (docs/tokenizer.md):
+  * a newline never joins a word: it stands alone or carries the next line's indentation
+    (`\n` + `    `), or ends a run of punctuation (`):\n    `);
+  * other runs of two or more spaces/tabs (alignment) are tokens of their own;
+  * an identifier ([letters or _] then letters, marks, digits, _) may carry one leading
+    non-letter character: a space, `.`, `(`, ... (`.append`, `(self`);
   * a number is split into single digits;
   * a run of punctuation may carry one leading space.
 Unigram uses the same byte-level pre-tokenization, so it too covers every byte string.
 
 Training text is a seeded sample of the corpus, streamed part by part, with per-language weights
-(the chance a document of that language is used), capped at `sample_bytes`.
+(the chance a document of that language is used), capped at `sample_bytes`; repositories held out
+for `tokenizer stats` are never sampled.
 """
 
 from __future__ import annotations
 
+import hashlib
 import json
 import random
 from collections.abc import Iterator
@@ -26,12 +30,12 @@ from codekiln.errors import UserError
 from codekiln.tokenizer import SPECIAL_TOKENS
 
 PRETOKENIZE_PATTERN = (
-    r"\r\n|\n|\r"                       # newlines, alone
-    r"|[^\S\r\n]{2,}"                   # indentation and other runs of spaces/tabs
-    r"| ?[\p{L}_][\p{L}\p{M}\p{N}_]*"   # identifiers and words, with at most one leading space
-    r"|\p{N}"                           # digits, one at a time
-    r"| ?[^\s\p{L}\p{N}_]+"             # punctuation runs
-    r"|\s"                              # any other single whitespace character
+    r"[^\S\r\n]{2,}"                                  # runs of spaces/tabs inside a line
+    r"|[^\r\n\p{L}\p{N}_]?[\p{L}_][\p{L}\p{M}\p{N}_]*"   # identifiers, with one leading non-letter
+    r"|\p{N}"                                          # digits, one at a time
+    r"| ?[^\s\p{L}\p{N}_]+(?:\r?\n[^\S\r\n]*)?"        # punctuation, may end with a newline + indentation
+    r"|\r?\n[^\S\r\n]*"                                # a newline and the next line's indentation
+    r"|\r|\s"                                         # any other single whitespace character
 )
 
 
@@ -45,16 +49,28 @@ def corpus_parts(corpus: str | Path) -> list[Path]:
     return parts
 
 
+def is_held_out(repo: str, fraction: float, seed: int) -> bool:
+    """Whether a repository is held out: a stable hash of (seed, repo) below fraction."""
+    if fraction <= 0:
+        return False
+    digest = hashlib.blake2b(f"{seed}\0{repo}".encode("utf-8", "surrogatepass"), digest_size=8).digest()
+    return int.from_bytes(digest, "little") / 2**64 < fraction
+
+
 def sample_texts(corpus: str | Path, sample_bytes: int, weights: dict[str, float], seed: int,
-                 batch: int = 256) -> Iterator[list[str]]:
-    """Batches of document texts: a seeded, language-weighted sample of at most sample_bytes."""
+                 holdout_fraction: float = 0.0, batch: int = 256) -> Iterator[list[str]]:
+    """Batches of document texts: a seeded, language-weighted sample of at most sample_bytes,
+    never from held-out repositories."""
     rng = random.Random(seed)
     total = 0
     for part in corpus_parts(corpus):
         pf = pq.ParquetFile(part)
-        for rb in pf.iter_batches(batch_size=batch, columns=["content", "lang"]):
+        for rb in pf.iter_batches(batch_size=batch, columns=["content", "lang", "repo"]):
             texts = []
-            for text, lang in zip(rb.column("content").to_pylist(), rb.column("lang").to_pylist()):
+            for text, lang, repo in zip(rb.column("content").to_pylist(), rb.column("lang").to_pylist(),
+                                        rb.column("repo").to_pylist()):
+                if is_held_out(repo or "", holdout_fraction, seed):
+                    continue
                 if rng.random() >= weights.get(lang or "", weights.get("*", 1.0)):
                     continue
                 texts.append(text)
@@ -88,7 +104,7 @@ def build_tokenizer(algorithm: str):
 
 def train_tokenizer(corpus: str | Path, out: str | Path, vocab_size: int = 32768, algorithm: str = "bpe",
                     sample_bytes: int = 200_000_000, weights: dict[str, float] | None = None, seed: int = 0,
-                    min_frequency: int = 2, progress: bool = True) -> dict:
+                    min_frequency: int = 2, holdout_fraction: float = 0.02, progress: bool = True) -> dict:
     """Train, save the Hugging Face files into out, and return a summary."""
     from tokenizers import pre_tokenizers
 
@@ -113,7 +129,7 @@ def train_tokenizer(corpus: str | Path, out: str | Path, vocab_size: int = 32768
     seen = {"docs": 0, "bytes": 0}
 
     def texts():
-        for batch in sample_texts(corpus, sample_bytes, weights or {}, seed):
+        for batch in sample_texts(corpus, sample_bytes, weights or {}, seed, holdout_fraction):
             seen["docs"] += len(batch)
             seen["bytes"] += sum(len(t) for t in batch)
             yield batch
@@ -122,8 +138,12 @@ def train_tokenizer(corpus: str | Path, out: str | Path, vocab_size: int = 32768
     if seen["docs"] == 0:
         raise UserError(f"{corpus} has no documents to train on (empty corpus or all weights 0)")
     save_tokenizer(tok, out)
-    return {"algorithm": algorithm, "vocab_size": tok.get_vocab_size(), "docs": seen["docs"],
-            "chars": seen["bytes"], "parts": len(parts)}
+    summary = {"algorithm": algorithm, "vocab_size": tok.get_vocab_size(), "docs": seen["docs"],
+               "chars": seen["bytes"], "parts": len(parts), "seed": seed, "holdout_fraction": holdout_fraction,
+               "sample_bytes": sample_bytes, "language_weights": weights or {}, "min_frequency": min_frequency}
+    # How it was trained, so `tokenizer stats` measures on the repositories training never saw.
+    (out / "training.json").write_text(json.dumps(summary, indent=2) + "\n")
+    return summary
 
 
 def save_tokenizer(tok, out: str | Path) -> None:

