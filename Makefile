@@ -20,6 +20,7 @@ demo: $(STAMP)
 	$(BIN)/codekiln data build python-stdlib python-packages --out $(DEMO_OUT)/corpus --config configs/demo.yaml
 	$(BIN)/codekiln tokenizer train --corpus $(DEMO_OUT)/corpus --out $(DEMO_OUT)/tokenizer --config configs/demo.yaml
 	$(BIN)/codekiln tokenizer stats --tokenizer $(DEMO_OUT)/tokenizer --corpus $(DEMO_OUT)/corpus --compare cl100k_base
+	$(BIN)/codekiln data tokenize --corpus $(DEMO_OUT)/corpus --tokenizer $(DEMO_OUT)/tokenizer --out $(DEMO_OUT)/tokens --config configs/demo.yaml
 
 test: $(STAMP)
 	$(BIN)/python -m pytest -q

@@ -111,6 +111,34 @@ def _cmd_tokenizer_stats(args) -> int:
     return 0
 
 
+def _cmd_data_tokenize(args) -> int:
+    import time
+
+    from rich.console import Console
+    from rich.table import Table
+
+    from codekiln.data.executor import resolve_workers
+    from codekiln.tokenizer.shards import tokenize_corpus
+
+    config = load_config(args.config, args.overrides)
+    if not 0 <= args.val_fraction < 1:
+        raise UserError("--val-fraction must be in [0, 1)")
+    workers = resolve_workers(args.workers if args.workers is not None else config.data.workers)
+    t0 = time.perf_counter()
+    meta = tokenize_corpus(args.corpus, args.tokenizer, args.out, val_fraction=args.val_fraction, seed=config.seed,
+                           pack=args.pack_repos, workers=workers)
+    elapsed = time.perf_counter() - t0
+    table = Table(title=f"token shards ({meta['dtype']}, vocabulary {meta['vocab_size']:,})", title_justify="left")
+    for col in ("split", "documents", "tokens", "MB of text", "bytes/token", "shards"):
+        table.add_column(col, justify="left" if col == "split" else "right")
+    for split, st in meta["splits"].items():
+        table.add_row(split, f"{st['docs']:,}", f"{st['tokens']:,}", f"{st['bytes'] / 1e6:,.1f}",
+                      f"{st['bytes'] / max(st['tokens'], 1):.2f}", str(len(st["shards"])))
+    Console().print(table)
+    Console().print(f"shards: {args.out} ({elapsed:.1f} s)", soft_wrap=True)
+    return 0
+
+
 def _cmd_config_show(args) -> int:
     config = load_config(args.config, args.overrides)
     sys.stdout.write(config_to_yaml(config))
@@ -166,6 +194,18 @@ def build_parser() -> argparse.ArgumentParser:
                      help="languages with less held-out text get no row of their own (default 100k)")
     stt.add_argument("--json", help="also write the figures to this JSON file")
     stt.set_defaults(func=_cmd_tokenizer_stats)
+
+    tkz = data_sub.add_parser("tokenize", help="turn a corpus into token shards for training")
+    tkz.add_argument("--corpus", required=True, help="corpus directory")
+    tkz.add_argument("--tokenizer", required=True, help="tokenizer directory")
+    tkz.add_argument("--out", required=True, help="token shards directory to write")
+    tkz.add_argument("--val-fraction", type=float, default=0.005, help="fraction of repositories for validation")
+    tkz.add_argument("--workers", type=int, help="worker processes (default: data.workers, 0 = all cores)")
+    tkz.add_argument("--pack-repos", action="store_true",
+                     help="one sequence per repository: <|repo_name|> and <|file_sep|> between its files")
+    tkz.add_argument("--config", help="YAML config file")
+    tkz.add_argument("overrides", nargs="*", metavar="KEY=VALUE")
+    tkz.set_defaults(func=_cmd_data_tokenize)
 
     cfg = sub.add_parser("config", help="configuration")
     cfg_sub = cfg.add_subparsers(dest="command", required=True, parser_class=_Parser)

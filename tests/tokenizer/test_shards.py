@@ -1,0 +1,129 @@
+"""Token shards: format, counts, split by repository, packing, determinism, resume, bad input."""
+
+import json
+
+import numpy as np
+import pyarrow.parquet as pq
+import pytest
+from test_tokenizer import write_corpus
+
+from codekiln.cli import main
+from codekiln.data.document import DOCUMENT_SCHEMA
+from codekiln.errors import UserError
+from codekiln.tokenizer import load
+from codekiln.tokenizer import shards as shards_mod
+from codekiln.tokenizer.shards import tokenize_corpus
+from codekiln.tokenizer.train import is_held_out, train_tokenizer
+
+
+@pytest.fixture(scope="module")
+def setup(tmp_path_factory):
+    root = tmp_path_factory.mktemp("shards")
+    corpus = write_corpus(root / "corpus", docs=700)
+    train_tokenizer(corpus, root / "tok", vocab_size=400, progress=False)
+    return root, corpus, root / "tok"
+
+
+def _docs(corpus):
+    return pq.read_table(corpus / "data").to_pylist()
+
+
+def _split_docs(data: np.ndarray, eot: int) -> list[list[int]]:
+    cuts = np.flatnonzero(data == eot)
+    out, start = [], 0
+    for c in cuts:
+        out.append(data[start:c].tolist())
+        start = c + 1
+    assert start == len(data)  # every sequence ends with <|endoftext|>
+    return out
+
+
+def test_format_counts_and_split(setup, tmp_path):
+    root, corpus, tok_dir = setup
+    out = tmp_path / "s"
+    meta = tokenize_corpus(corpus, tok_dir, out, val_fraction=0.3, workers=2)
+    tok = load(tok_dir)
+    assert sorted(p.name for p in out.iterdir()) == ["meta.json", "train-00000.bin", "val-00000.bin"]
+    assert meta["dtype"] == "uint16" and meta["vocab_size"] == 400 and meta["special_ids"] == tok.special_ids
+    docs = _docs(corpus)
+    for split in ("train", "val"):
+        data = np.fromfile(out / f"{split}-00000.bin", dtype="<u2")
+        assert meta["splits"][split]["tokens"] == data.size
+        seqs = _split_docs(data, tok.eot_id)
+        expected = [d for d in docs if is_held_out(d["repo"], 0.3, 0) == (split == "val")]
+        assert [tok.decode(s) for s in seqs] == [d["content"] for d in expected]
+        assert meta["splits"][split]["docs"] == len(expected)
+        assert meta["splits"][split]["bytes"] == sum(len(d["content"].encode()) for d in expected)
+    train_repos = {d["repo"] for d in docs if not is_held_out(d["repo"], 0.3, 0)}
+    val_repos = {d["repo"] for d in docs if is_held_out(d["repo"], 0.3, 0)}
+    assert train_repos and val_repos and not train_repos & val_repos
+    assert json.loads((out / "meta.json").read_text())["tokenizer_sha256"] == shards_mod.tokenizer_hash(tok_dir)
+
+
+def test_deterministic_across_workers_and_rerun(setup, tmp_path):
+    _, corpus, tok_dir = setup
+    a, b = tmp_path / "a", tmp_path / "b"
+    tokenize_corpus(corpus, tok_dir, a, val_fraction=0.3, workers=1)
+    tokenize_corpus(corpus, tok_dir, b, val_fraction=0.3, workers=2)
+    for name in ("train-00000.bin", "val-00000.bin", "meta.json"):
+        assert (a / name).read_bytes() == (b / name).read_bytes()
+    before = (a / "train-00000.bin").stat().st_mtime_ns
+    tokenize_corpus(corpus, tok_dir, a, val_fraction=0.3, workers=1)  # finished: nothing to do
+    assert (a / "train-00000.bin").stat().st_mtime_ns == before
+
+
+def test_resume_after_interruption(setup, tmp_path, monkeypatch):
+    _, corpus, tok_dir = setup
+    clean = tmp_path / "clean"
+    tokenize_corpus(corpus, tok_dir, clean, val_fraction=0.3)
+    out = tmp_path / "cut"
+    calls = []
+    real = shards_mod.run_task
+
+    def dying(task):
+        if len(calls) == 2:
+            raise KeyboardInterrupt
+        calls.append(task["id"])
+        return real(task)
+
+    monkeypatch.setattr(shards_mod, "run_task", dying)
+    with pytest.raises(KeyboardInterrupt):
+        tokenize_corpus(corpus, tok_dir, out, val_fraction=0.3, workers=1)
+    assert len(list((out / "_work").glob("*.done"))) == 2 and not (out / "meta.json").exists()
+    monkeypatch.setattr(shards_mod, "run_task", real)
+    tokenize_corpus(corpus, tok_dir, out, val_fraction=0.3, workers=1)
+    for name in ("train-00000.bin", "val-00000.bin", "meta.json"):
+        assert (out / name).read_bytes() == (clean / name).read_bytes()
+
+
+def test_repository_packing(setup, tmp_path):
+    _, corpus, tok_dir = setup
+    out = tmp_path / "p"
+    meta = tokenize_corpus(corpus, tok_dir, out, val_fraction=0.0, pack=True)
+    tok = load(tok_dir)
+    data = np.fromfile(out / "train-00000.bin", dtype="<u2")
+    seqs = _split_docs(data, tok.eot_id)
+    first = tok.decode(seqs[0])
+    docs = _docs(corpus)
+    assert first.startswith(f"<|repo_name|>{docs[0]['repo']}\n<|file_sep|>{docs[0]['path']}\n{docs[0]['content']}")
+    assert all(s[0] == tok.special_ids["<|repo_name|>"] for s in seqs)
+    assert meta["splits"]["train"]["bytes"] == sum(len(d["content"].encode()) for d in docs)
+
+
+def test_bad_input(setup, tmp_path, capsys):
+    root, corpus, tok_dir = setup
+    empty = tmp_path / "empty"
+    (empty / "data").mkdir(parents=True)
+    pq.write_table(DOCUMENT_SCHEMA.empty_table(), empty / "data" / "part-00000.parquet")
+    with pytest.raises(UserError, match="has no documents"):
+        tokenize_corpus(empty, tok_dir, tmp_path / "o")
+    out = tmp_path / "s"
+    tokenize_corpus(corpus, tok_dir, out, val_fraction=0.3)
+    other = tmp_path / "tok2"
+    train_tokenizer(corpus, other, vocab_size=350, progress=False)
+    assert main(["data", "tokenize", "--corpus", str(corpus), "--tokenizer", str(other), "--out", str(out),
+                 "--val-fraction", "0.3"]) == 2
+    assert "holds shards of another tokenizer" in capsys.readouterr().err
+    assert main(["data", "tokenize", "--corpus", str(corpus), "--tokenizer", str(tmp_path), "--out",
+                 str(tmp_path / "x")]) == 2
+    assert "no tokenizer.json" in capsys.readouterr().err
