@@ -54,6 +54,8 @@ def test_format_counts_and_split(setup, tmp_path):
         assert [tok.decode(s) for s in seqs] == [d["content"] for d in expected]
         assert meta["splits"][split]["docs"] == len(expected)
         assert meta["splits"][split]["bytes"] == sum(len(d["content"].encode()) for d in expected)
+        assert sum(meta["splits"][split]["bytes_by_lang"].values()) == meta["splits"][split]["bytes"]
+        assert sum(meta["splits"][split]["tokens_by_lang"].values()) == meta["splits"][split]["tokens"]
     train_repos = {d["repo"] for d in docs if not is_held_out(d["repo"], 0.3, 0)}
     val_repos = {d["repo"] for d in docs if is_held_out(d["repo"], 0.3, 0)}
     assert train_repos and val_repos and not train_repos & val_repos

@@ -6,6 +6,7 @@ shards are then the task files concatenated in task order, so the result does no
 number of workers. Documents are separated by <|endoftext|>. The validation split is by
 repository (a stable hash of the repository name), so no repository is in both splits.
 
+Per-language counts attribute a packed sequence to the language of the repository's first file.
 With repository packing, consecutive files of one repository become one sequence:
 `<|repo_name|>repo\n<|file_sep|>path\ncontent<|file_sep|>path\ncontent...<|endoftext|>`.
 """
@@ -74,7 +75,7 @@ def run_task(task: dict) -> int:
     table = table.slice(task["start"], task["stop"] - task["start"])
     rows = zip(*(table.column(c).to_pylist() for c in ("content", "path", "repo", "lang")))
     out = {"train": [], "val": []}
-    stats = {s: {"tokens": 0, "bytes": 0, "docs": 0, "tokens_by_lang": {}} for s in out}
+    stats = {s: {"tokens": 0, "bytes": 0, "docs": 0, "tokens_by_lang": {}, "bytes_by_lang": {}} for s in out}
     for repo, lang, nbytes, ids in _sequences(rows, tok, _STATE["pack"]):
         split = "val" if is_held_out(repo or "", _STATE["val_fraction"], _STATE["seed"]) else "train"
         out[split].append(np.asarray(ids, dtype=np.int64))
@@ -84,6 +85,7 @@ def run_task(task: dict) -> int:
         st["docs"] += 1
         key = lang or "unknown"
         st["tokens_by_lang"][key] = st["tokens_by_lang"].get(key, 0) + len(ids)
+        st["bytes_by_lang"][key] = st["bytes_by_lang"].get(key, 0) + nbytes
     base = work / f"task-{task['id']:06d}"
     dtype = dtype_for(tok.vocab_size)
     for split, arrays in out.items():
@@ -147,7 +149,8 @@ def tokenize_corpus(corpus: str | Path, tokenizer_dir: str | Path, out: str | Pa
 
 def _finalize(out: Path, work: Path, tasks: list[dict], tok, fingerprint: dict) -> dict:
     dtype = dtype_for(tok.vocab_size)
-    totals = {s: {"tokens": 0, "bytes": 0, "docs": 0, "tokens_by_lang": {}, "shards": []} for s in ("train", "val")}
+    totals = {s: {"tokens": 0, "bytes": 0, "docs": 0, "tokens_by_lang": {}, "bytes_by_lang": {}, "shards": []}
+              for s in ("train", "val")}
     for split in ("train", "val"):
         shard, written, fh = 0, 0, None
         for t in tasks:
@@ -156,8 +159,9 @@ def _finalize(out: Path, work: Path, tasks: list[dict], tok, fingerprint: dict) 
             tot = totals[split]
             for k in ("tokens", "bytes", "docs"):
                 tot[k] += st[k]
-            for lang, n in st["tokens_by_lang"].items():
-                tot["tokens_by_lang"][lang] = tot["tokens_by_lang"].get(lang, 0) + n
+            for field in ("tokens_by_lang", "bytes_by_lang"):
+                for lang, n in st[field].items():
+                    tot[field][lang] = tot[field].get(lang, 0) + n
             data = np.fromfile(f"{base}.{split}.bin", dtype=dtype)
             if fh is None or (written and written + data.size > SHARD_TOKENS):
                 if fh is not None:
