@@ -23,8 +23,9 @@ from pathlib import Path
 import numpy as np
 import pyarrow as pa
 
-from codekiln.data.build import atomic_write_parquet, load_dedup_keys, work_schema
+from codekiln.data.build import load_dedup_keys, work_schema
 from codekiln.data.dedup import connected_components, deduplicate
+from codekiln.files import atomic_write_parquet
 
 ROWS_PER_TASK = 20_000
 

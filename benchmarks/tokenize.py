@@ -14,20 +14,35 @@ import os
 import sys
 
 # This file's name shadows the standard library's `tokenize` (imported by linecache, inspect, ...)
-# when run as a script: take its folder off the import path before anything imports it.
-sys.path = [p for p in sys.path if os.path.abspath(p or ".") != os.path.dirname(os.path.abspath(__file__))]
+# for any script run from this folder.
+if __name__ != "__main__":
+    # Imported as `tokenize` by code that meant the standard library: become that module.
+    import importlib.util
+    import sysconfig
 
-import argparse  # noqa: E402
-import tempfile  # noqa: E402
-import time  # noqa: E402
+    _spec = importlib.util.spec_from_file_location(
+        "tokenize", os.path.join(sysconfig.get_paths()["stdlib"], "tokenize.py"))
+    _std = importlib.util.module_from_spec(_spec)
+    sys.modules["tokenize"] = _std
+    _spec.loader.exec_module(_std)
+    globals().update({k: v for k, v in vars(_std).items() if not k.startswith("__")})
+else:
+    # Run as a script: take this folder off the import path before anything imports `tokenize`.
+    sys.path = [p for p in sys.path if os.path.abspath(p or ".") != os.path.dirname(os.path.abspath(__file__))]
 
-import pyarrow.parquet as pq  # noqa: E402
-from tokenizers import Tokenizer  # noqa: E402
-
-from codekiln.tokenizer.shards import tokenize_corpus  # noqa: E402
 
 
 def main() -> None:
+    """Run the benchmark (imports live here, so importing this file as `tokenize` stays cheap)."""
+    import argparse
+    import tempfile
+    import time
+
+    import pyarrow.parquet as pq
+    from tokenizers import Tokenizer
+
+    from codekiln.tokenizer.shards import tokenize_corpus
+
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--corpus", default="runs/demo/corpus")
     p.add_argument("--tokenizer", default="runs/demo/tokenizer")

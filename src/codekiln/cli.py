@@ -117,8 +117,8 @@ def _cmd_data_tokenize(args) -> int:
     from rich.console import Console
     from rich.table import Table
 
-    from codekiln.data.executor import resolve_workers
     from codekiln.tokenizer.shards import tokenize_corpus
+    from codekiln.workers import resolve_workers
 
     config = load_config(args.config, args.overrides)
     if not 0 <= args.val_fraction < 1:

@@ -26,30 +26,19 @@ from codekiln.data import readers
 from codekiln.data.decontam import load_needles
 from codekiln.data.dedup import EXACT, KEEP, NEAR, deduplicate
 from codekiln.data.document import DOCUMENT_SCHEMA, REMOVED_SCHEMA
-from codekiln.data.executor import LocalExecutor, resolve_workers
+from codekiln.data.executor import LocalExecutor
 from codekiln.data.minhash import LSHParams, candidate_probability
 from codekiln.data.uri import UriPath, is_uri
 from codekiln.data.report import build_report
 from codekiln.data.stages import Stats
 from codekiln.errors import UserError
+from codekiln.files import atomic_write_json, atomic_write_parquet
+from codekiln.workers import resolve_workers
 
 CONTAMINATED = 3
 # Everything a build writes into --out (and nothing else is ever deleted there).
 _OUTPUT_NAMES = {"manifest.json", "report.json", "data", "removed", "_work", "data.tmp", "removed.tmp"}
 _STATUS_REASON = {EXACT: "exact_duplicate", NEAR: "near_duplicate", CONTAMINATED: "contaminated"}
-
-
-def atomic_write_bytes(path, data: bytes) -> None:
-    """Write a file so that readers see either nothing or the whole of it."""
-    if isinstance(path, UriPath):
-        path.write_bytes(data)  # one PUT: the object appears whole or not at all
-        return
-    tmp = path.with_name(path.name + f".tmp{os.getpid()}")
-    with open(tmp, "wb") as fh:
-        fh.write(data)
-        fh.flush()
-        os.fsync(fh.fileno())
-    os.replace(tmp, path)
 
 
 def rmtree(path) -> None:
@@ -66,18 +55,6 @@ def move(src, dst) -> None:
         src.replace(dst)
     else:
         os.replace(src, dst)
-
-
-def atomic_write_json(path: Path, obj) -> None:
-    """JSON, indented, with a trailing newline, written atomically."""
-    atomic_write_bytes(path, (json.dumps(obj, indent=2, sort_keys=False) + "\n").encode())
-
-
-def atomic_write_parquet(path: Path, table: pa.Table) -> None:
-    """A Parquet file written atomically (zstd, no timestamps, so reruns give identical bytes)."""
-    tmp = path.with_name(path.name + f".tmp{os.getpid()}")
-    pq.write_table(table, tmp, compression="zstd", row_group_size=8192)
-    os.replace(tmp, path)
 
 
 def work_schema(bands: int) -> pa.Schema:

@@ -9,9 +9,6 @@ The results do not depend on how many workers ran or in which order tasks finish
 from __future__ import annotations
 
 import json
-import multiprocessing as mp
-import os
-import signal
 from pathlib import Path
 
 import numpy as np
@@ -21,19 +18,11 @@ from codekiln.config import DataConfig
 from codekiln.data.document import REMOVED_SCHEMA
 from codekiln.data.readers import read_task
 from codekiln.data.stages import DocumentProcessor, Stats
+from codekiln.files import atomic_write_bytes, atomic_write_parquet
 from codekiln.progress import task_progress
+from codekiln.workers import ignore_sigint, run_tasks
 
 _STATE: dict = {}
-
-
-def resolve_workers(workers: int | None) -> int:
-    """Workers to use: the number given, or every core this process may run on when 0/None."""
-    if workers:
-        return workers
-    try:
-        return len(os.sched_getaffinity(0))
-    except AttributeError:
-        return os.cpu_count() or 1
 
 
 def task_cost(task: dict) -> int:
@@ -42,8 +31,7 @@ def task_cost(task: dict) -> int:
 
 
 def _init_worker(cfg_json: str, keep_removed: bool, work: str, bands: int) -> None:
-    # Workers leave Ctrl-C to the parent, which stops the pool; unfinished tasks leave no marker.
-    signal.signal(signal.SIGINT, signal.SIG_IGN)
+    ignore_sigint()  # unfinished tasks leave no marker
     cfg = DataConfig.model_validate_json(cfg_json)
     _STATE.update(processor=DocumentProcessor(cfg, keep_removed), work=Path(work), bands=bands,
                   keep_removed=keep_removed, cfg=cfg)
@@ -51,7 +39,7 @@ def _init_worker(cfg_json: str, keep_removed: bool, work: str, bands: int) -> No
 
 def run_task(task: dict) -> tuple[int, int]:
     """Run one map task in this worker; returns (task id, its expected cost)."""
-    from codekiln.data.build import atomic_write_bytes, atomic_write_parquet, work_schema
+    from codekiln.data.build import work_schema
 
     proc: DocumentProcessor = _STATE["processor"]
     work: Path = _STATE["work"]
@@ -106,21 +94,6 @@ class LocalExecutor:
         total = sum(task_cost(t) for t in pending)
         initargs = (self.cfg.model_dump_json(), self.keep_removed, str(self.work), self.bands)
         with task_progress("map: stages 1-6", total, enabled=self.progress) as advance:
-            if self.workers <= 1 or len(pending) <= 1:
-                _init_worker(*initargs)
-                signal.signal(signal.SIGINT, signal.default_int_handler)
-                for t in pending:
-                    advance(run_task(t)[1])
-            elif pending:
-                ctx = mp.get_context("fork" if "fork" in mp.get_all_start_methods() else "spawn")
-                pool = ctx.Pool(min(self.workers, len(pending)), initializer=_init_worker, initargs=initargs)
-                try:
-                    for _tid, nbytes in pool.imap_unordered(run_task, pending, chunksize=1):
-                        advance(nbytes)
-                    pool.close()
-                except BaseException:
-                    pool.terminate()
-                    raise
-                finally:
-                    pool.join()
+            for _tid, cost in run_tasks(run_task, pending, self.workers, _init_worker, initargs):
+                advance(cost)
         return len(done)

@@ -28,11 +28,12 @@ from pathlib import Path
 import pyarrow as pa
 
 from codekiln.config import DataConfig
-from codekiln.data.build import CONTAMINATED, _STATUS_REASON, atomic_write_json, dedup_stage_stats, move, rmtree
+from codekiln.data.build import CONTAMINATED, _STATUS_REASON, dedup_stage_stats, move, rmtree
 from codekiln.data.dedup import EXACT, KEEP, NEAR
 from codekiln.data.document import DOCUMENT_SCHEMA, REMOVED_SCHEMA, RawDoc
 from codekiln.data.stages import Stats
 from codekiln.errors import UserError
+from codekiln.files import atomic_write_json
 
 _RAW_DDL = ("order long, source string, repo string, path string, data binary, license string, stars long, "
             "lang_hint string, size long, truncated boolean, error string")

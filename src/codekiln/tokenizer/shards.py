@@ -15,18 +15,18 @@ from __future__ import annotations
 
 import hashlib
 import json
-import multiprocessing as mp
 import os
 import shutil
-import signal
 from pathlib import Path
 
 import numpy as np
 import pyarrow.parquet as pq
 
 from codekiln.errors import UserError
+from codekiln.files import atomic_write_bytes, atomic_write_json
 from codekiln.tokenizer import load
 from codekiln.tokenizer.train import corpus_parts, is_held_out
+from codekiln.workers import ignore_sigint, run_tasks
 
 _STATE: dict = {}
 SHARD_TOKENS = 256 * 1024 * 1024  # tokens per output shard at most
@@ -44,7 +44,7 @@ def tokenizer_hash(directory: str | Path) -> str:
 
 
 def _init(tokenizer_dir: str, val_fraction: float, seed: int, pack: bool, work: str) -> None:
-    signal.signal(signal.SIGINT, signal.SIG_IGN)
+    ignore_sigint()
     _STATE.update(tok=load(tokenizer_dir), val_fraction=val_fraction, seed=seed, pack=pack, work=Path(work))
 
 
@@ -90,11 +90,9 @@ def run_task(task: dict) -> int:
     dtype = dtype_for(tok.vocab_size)
     for split, arrays in out.items():
         data = np.concatenate(arrays).astype(dtype) if arrays else np.zeros(0, dtype)
-        tmp = Path(f"{base}.{split}.bin.tmp")
-        data.tofile(tmp)
-        os.replace(tmp, f"{base}.{split}.bin")
-    Path(f"{base}.stats.json").write_text(json.dumps(stats))
-    Path(f"{base}.done").write_bytes(b"")
+        atomic_write_bytes(Path(f"{base}.{split}.bin"), data.tobytes())
+    atomic_write_json(Path(f"{base}.stats.json"), stats)
+    atomic_write_bytes(Path(f"{base}.done"), b"")
     return task["id"]
 
 
@@ -134,16 +132,8 @@ def tokenize_corpus(corpus: str | Path, tokenizer_dir: str | Path, out: str | Pa
         raise UserError(f"{corpus} has no documents to tokenize")
     pending = [t for t in tasks if not (work / f"task-{t['id']:06d}.done").exists()]
     initargs = (str(tokenizer_dir), val_fraction, seed, pack, str(work))
-    if workers <= 1 or len(pending) <= 1:
-        _init(*initargs)
-        signal.signal(signal.SIGINT, signal.default_int_handler)
-        for t in pending:
-            run_task(t)
-    elif pending:
-        ctx = mp.get_context("fork" if "fork" in mp.get_all_start_methods() else "spawn")
-        with ctx.Pool(min(workers, len(pending)), initializer=_init, initargs=initargs) as pool:
-            for _ in pool.imap_unordered(run_task, pending):
-                pass
+    for _ in run_tasks(run_task, pending, workers, _init, initargs):
+        pass
     return _finalize(out, work, tasks, tok, fingerprint)
 
 
@@ -191,8 +181,6 @@ def _finalize(out: Path, work: Path, tasks: list[dict], tok, fingerprint: dict) 
         "tokenizer_sha256": fingerprint["tokenizer_sha256"],
         "fingerprint": fingerprint,
     }
-    tmp = out / "meta.json.tmp"
-    tmp.write_text(json.dumps(meta, indent=2) + "\n")
-    os.replace(tmp, out / "meta.json")
+    atomic_write_json(out / "meta.json", meta)
     shutil.rmtree(work, ignore_errors=True)
     return meta
