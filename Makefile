@@ -11,6 +11,7 @@ DEMO_OUT ?= runs/demo
 
 $(STAMP): pyproject.toml constraints.txt
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
+	$(BIN)/python -m pip install -q -c constraints.txt torch
 	$(BIN)/python -m pip install -q -c constraints.txt -e '.[test,spark]'
 	touch $(STAMP)
 

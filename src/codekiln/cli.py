@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import sys
 from pathlib import Path
 
@@ -145,6 +146,54 @@ def _cmd_config_show(args) -> int:
     return 0
 
 
+def _cmd_train(args) -> int:
+    from codekiln.train.loop import TrainingStopped, train
+
+    overrides = list(args.overrides)
+    for flag, key in (("data", "train.data"), ("tokenizer", "train.tokenizer"), ("out", "train.out")):
+        value = getattr(args, flag)
+        if value:
+            overrides.append(f"{key}={json.dumps(value)}")
+    config = load_config(args.config, overrides)
+    try:
+        summary = train(config, restart=args.restart, quiet=args.quiet)
+    except TrainingStopped as exc:
+        print(f"codekiln: training stopped: {exc}", file=sys.stderr)
+        return 1
+    if int(os.environ.get("RANK", "0")) == 0:
+        _print_train_summary(summary)
+    return 0
+
+
+def _print_train_summary(summary: dict) -> None:
+    from rich.table import Table
+
+    from codekiln.progress import console
+
+    table = Table(title="codekiln train", show_header=False, show_edge=False)
+    table.add_row("steps", f"{summary['steps']:,}")
+    table.add_row("tokens", f"{summary['tokens']:,}")
+    table.add_row("final train loss", f"{summary['loss']:.4f}")
+    if "val_loss" in summary:
+        table.add_row("final val loss", f"{summary['val_loss']:.4f}")
+        table.add_row("final val bits/byte", f"{summary['val_bpb']:.4f}")
+        for lang, bpb in sorted(summary["val_bpb_by_lang"].items()):
+            table.add_row(f"  {lang}", f"{bpb:.4f}")
+    table.add_row("time", f"{summary['elapsed_s']:.0f} s")
+    table.add_row("run directory", summary["run"])
+    for path in summary.get("plots", []):
+        table.add_row("plot", path)
+    console.print(table)
+
+
+def _cmd_plot(args) -> int:
+    from codekiln.train.plot import plot_run
+
+    for path in plot_run(args.run):
+        print(path)
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     """The argument parser of every subcommand."""
     p = _Parser(prog="codekiln", description="Train a code-completion model of your own.")
@@ -213,6 +262,23 @@ def build_parser() -> argparse.ArgumentParser:
     show.add_argument("--config", help="YAML config file")
     show.add_argument("overrides", nargs="*", metavar="KEY=VALUE")
     show.set_defaults(func=_cmd_config_show)
+
+    trn = sub.add_parser("train", help="stage 3: train (or resume) a model on token shards",
+                         description="Train the model in the config's `model` section on token shards. A run "
+                                     "directory that holds a checkpoint is resumed when the config matches. "
+                                     "Many GPUs: torchrun --nproc-per-node N -m codekiln train ...")
+    trn.add_argument("--config", help="YAML config file")
+    trn.add_argument("--data", nargs="+", help="token-shard directories (train.data)")
+    trn.add_argument("--tokenizer", help="tokenizer directory the shards were made with (train.tokenizer)")
+    trn.add_argument("--out", help="run directory (train.out)")
+    trn.add_argument("--restart", action="store_true", help="start the run over, discarding its checkpoints")
+    trn.add_argument("--quiet", action="store_true", help="no progress, plan or log lines")
+    trn.add_argument("overrides", nargs="*", metavar="KEY=VALUE")
+    trn.set_defaults(func=_cmd_train)
+
+    plt = sub.add_parser("plot", help="render a run's loss, bits/byte and throughput curves to PNG")
+    plt.add_argument("run", help="run directory")
+    plt.set_defaults(func=_cmd_plot)
     return p
 
 

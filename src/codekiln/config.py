@@ -141,12 +141,86 @@ class TokenizerConfig(_Section):
     language_weights: dict[str, float] = Field(default_factory=dict)
 
 
+class ModelSection(_Section):
+    """Stage 3, the network: a named preset plus any field overridden (None keeps the preset's value)."""
+
+    preset: str = "tiny"
+    d_model: int | None = Field(None, gt=0)
+    n_layers: int | None = Field(None, gt=0)
+    n_heads: int | None = Field(None, gt=0)
+    kv_heads: int | None = Field(None, gt=0)
+    context: int | None = Field(None, gt=0)
+    positions: Literal["alibi", "rope"] | None = None
+    rope_theta: float | None = Field(None, gt=0)
+    norm: Literal["layernorm", "rmsnorm"] | None = None
+    mlp: Literal["gelu", "swiglu"] | None = None
+    ffn_hidden: int | None = Field(None, gt=0)
+    bias: bool | None = None
+    tie_embeddings: bool | None = None
+    clip_qkv: float | None = Field(None, gt=0)
+    attn_impl: Literal["auto", "sdpa", "flex", "flash", "reference"] | None = None
+
+
+class TrainConfig(_Section):
+    """Stage 3, how the model learns (docs/training.md explains every knob)."""
+
+    data: list[str] = Field(default_factory=list)  # token-shard directories (codekiln data tokenize)
+    data_weights: list[float] | None = None  # share of samples per directory; None: by train tokens
+    # Share of samples per language within a directory; unlisted languages share the rest by size.
+    language_weights: dict[str, float] = Field(default_factory=dict)
+    tokenizer: str | None = None  # the tokenizer directory the shards were made with
+    out: str | None = None  # the run directory
+    init_from: str | None = None  # continued pretraining: a run, a checkpoints/step-N or a Hugging Face Llama dir
+    seq_len: int | None = Field(None, gt=1)  # None: the model's context
+    batch_size: int = Field(8, gt=0)  # sequences per process per micro-step
+    grad_accum: int = Field(1, gt=0)
+    max_steps: int | None = Field(None, gt=0)
+    max_tokens: int | None = Field(None, gt=0)
+    optimizer: Literal["lionw", "adamw"] = "lionw"
+    lr: float = Field(3e-4, gt=0)  # peak learning rate
+    betas: tuple[float, float] | None = None  # None: (0.9, 0.99) for LionW, (0.9, 0.95) for AdamW
+    # Fraction of each weight matrix removed per step at peak LR (decoupled; 3e-5 = AdamW lr 3e-4 x wd 0.1).
+    weight_decay: float = Field(3e-5, ge=0, lt=1)
+    schedule: Literal["cosine", "linear", "wsd", "constant"] = "cosine"
+    warmup_steps: int = Field(100, ge=0)
+    min_lr_ratio: float = Field(0.1, ge=0, le=1)
+    decay_fraction: float = Field(0.2, gt=0, le=1)  # wsd: the final share of steps that decays
+    grad_clip: float = Field(1.0, ge=0)  # 0: off
+    precision: Literal["auto", "bf16", "fp32"] = "auto"
+    compile: bool = False
+    activation_checkpointing: bool = False
+    parallel: Literal["auto", "fsdp", "ddp"] = "auto"  # with torchrun; auto: FSDP2 on GPUs, DDP on CPUs
+    doc_mask: bool = False  # packed documents do not attend across <|endoftext|>
+    fim_rate: float = Field(0.5, ge=0, le=1)
+    fim_spm_rate: float = Field(0.5, ge=0, le=1)
+    log_every: int = Field(10, gt=0)
+    eval_every: int = Field(200, gt=0)
+    eval_tokens: int = Field(262_144, gt=0)  # validation tokens per evaluation
+    checkpoint_every: int = Field(200, gt=0)
+    keep_checkpoints: int = Field(3, gt=0)
+    spike_factor: float = Field(3.0, ge=0)  # stop when loss > factor x its running mean after warmup; 0: off
+    peak_tflops: float | None = Field(None, gt=0)  # per device, for MFU; None: table (GPU) or measured (CPU)
+    wandb_project: str | None = None  # also log to Weights & Biases (needs `pip install wandb`)
+    threads: int | None = Field(None, gt=0)  # CPU threads; None: all cores
+
+    @model_validator(mode="after")
+    def _budget(self):
+        if self.data_weights is not None and (len(self.data_weights) != len(self.data) or
+                                              any(w < 0 for w in self.data_weights) or sum(self.data_weights) <= 0):
+            raise ValueError("data_weights needs one non-negative weight per data directory, not all zero")
+        if any(w < 0 for w in self.language_weights.values()) or sum(self.language_weights.values()) > 1 + 1e-9:
+            raise ValueError("language_weights are shares: non-negative, summing to at most 1")
+        return self
+
+
 class Config(_Section):
     """The whole codekiln configuration; later stages add their sections here."""
 
     seed: int = 0
     data: DataConfig = Field(default_factory=DataConfig)
     tokenizer: TokenizerConfig = Field(default_factory=TokenizerConfig)
+    model: ModelSection = Field(default_factory=ModelSection)
+    train: TrainConfig = Field(default_factory=TrainConfig)
 
 
 def _set_path(tree: dict[str, Any], dotted: str, value: Any) -> None:

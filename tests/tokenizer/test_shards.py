@@ -43,7 +43,8 @@ def test_format_counts_and_split(setup, tmp_path):
     out = tmp_path / "s"
     meta = tokenize_corpus(corpus, tok_dir, out, val_fraction=0.3, workers=2)
     tok = load(tok_dir)
-    assert sorted(p.name for p in out.iterdir()) == ["meta.json", "train-00000.bin", "val-00000.bin"]
+    assert sorted(p.name for p in out.iterdir()) == ["meta.json", "train-00000.bin", "train-index.parquet",
+                                                     "val-00000.bin", "val-index.parquet"]
     assert meta["dtype"] == "uint16" and meta["vocab_size"] == 400 and meta["special_ids"] == tok.special_ids
     docs = _docs(corpus)
     for split in ("train", "val"):
@@ -56,6 +57,13 @@ def test_format_counts_and_split(setup, tmp_path):
         assert meta["splits"][split]["bytes"] == sum(len(d["content"].encode()) for d in expected)
         assert sum(meta["splits"][split]["bytes_by_lang"].values()) == meta["splits"][split]["bytes"]
         assert sum(meta["splits"][split]["tokens_by_lang"].values()) == meta["splits"][split]["tokens"]
+        # the document index: one row per sequence, pointing at exactly its tokens, with its bytes and language
+        index = pq.read_table(out / meta["splits"][split]["index"]).to_pylist()
+        assert len(index) == len(expected)
+        for row, doc, seq in zip(index, expected, seqs):
+            assert row["shard"] == 0 and row["lang"] == doc["lang"]
+            assert row["bytes"] == len(doc["content"].encode())
+            assert data[row["offset"]: row["offset"] + row["tokens"]].tolist() == seq + [tok.eot_id]
     train_repos = {d["repo"] for d in docs if not is_held_out(d["repo"], 0.3, 0)}
     val_repos = {d["repo"] for d in docs if is_held_out(d["repo"], 0.3, 0)}
     assert train_repos and val_repos and not train_repos & val_repos
@@ -129,3 +137,20 @@ def test_bad_input(setup, tmp_path, capsys):
     assert main(["data", "tokenize", "--corpus", str(corpus), "--tokenizer", str(tmp_path), "--out",
                  str(tmp_path / "x")]) == 2
     assert "no tokenizer.json" in capsys.readouterr().err
+
+
+def test_index_spans_many_shards(setup, tmp_path, monkeypatch):
+    _, corpus, tok_dir = setup
+    monkeypatch.setattr(shards_mod, "SHARD_TOKENS", 2000)
+    out = tmp_path / "many"
+    meta = tokenize_corpus(corpus, tok_dir, out, val_fraction=0.3)
+    tok = load(tok_dir)
+    names = meta["splits"]["train"]["shards"]
+    assert len(names) > 2
+    data = [np.fromfile(out / n, dtype="<u2") for n in names]
+    index = pq.read_table(out / "train-index.parquet").to_pylist()
+    assert {r["shard"] for r in index} == set(range(len(names)))
+    for row in index:
+        ids = data[row["shard"]][row["offset"]: row["offset"] + row["tokens"]]
+        assert ids[-1] == tok.eot_id and tok.eot_id not in ids[:-1].tolist()
+    assert sum(r["tokens"] for r in index) == sum(d.size for d in data) == meta["splits"]["train"]["tokens"]

@@ -20,16 +20,18 @@ import shutil
 from pathlib import Path
 
 import numpy as np
+import pyarrow as pa
 import pyarrow.parquet as pq
 
 from codekiln.errors import UserError
-from codekiln.files import atomic_write_bytes, atomic_write_json
+from codekiln.files import atomic_write_bytes, atomic_write_json, atomic_write_parquet
 from codekiln.tokenizer import load
 from codekiln.tokenizer.train import corpus_parts, is_held_out
 from codekiln.workers import ignore_sigint, run_tasks
 
 _STATE: dict = {}
 SHARD_TOKENS = 256 * 1024 * 1024  # tokens per output shard at most
+FORMAT = "codekiln-tokens/2"  # 2: adds {split}-index.parquet (per-document shard, offset, tokens, bytes, lang)
 ROWS_PER_TASK = 256  # documents per map task: small enough to keep every core busy
 
 
@@ -76,6 +78,7 @@ def run_task(task: dict) -> int:
     rows = zip(*(table.column(c).to_pylist() for c in ("content", "path", "repo", "lang")))
     out = {"train": [], "val": []}
     stats = {s: {"tokens": 0, "bytes": 0, "docs": 0, "tokens_by_lang": {}, "bytes_by_lang": {}} for s in out}
+    index = {s: {"tokens": [], "bytes": [], "lang": []} for s in out}
     for repo, lang, nbytes, ids in _sequences(rows, tok, _STATE["pack"]):
         split = "val" if is_held_out(repo or "", _STATE["val_fraction"], _STATE["seed"]) else "train"
         out[split].append(np.asarray(ids, dtype=np.int64))
@@ -84,6 +87,9 @@ def run_task(task: dict) -> int:
         st["bytes"] += nbytes
         st["docs"] += 1
         key = lang or "unknown"
+        index[split]["tokens"].append(len(ids))
+        index[split]["bytes"].append(nbytes)
+        index[split]["lang"].append(key)
         st["tokens_by_lang"][key] = st["tokens_by_lang"].get(key, 0) + len(ids)
         st["bytes_by_lang"][key] = st["bytes_by_lang"].get(key, 0) + nbytes
     base = work / f"task-{task['id']:06d}"
@@ -91,6 +97,8 @@ def run_task(task: dict) -> int:
     for split, arrays in out.items():
         data = np.concatenate(arrays).astype(dtype) if arrays else np.zeros(0, dtype)
         atomic_write_bytes(Path(f"{base}.{split}.bin"), data.tobytes())
+    for split in out:
+        stats[split]["index"] = index[split]
     atomic_write_json(Path(f"{base}.stats.json"), stats)
     atomic_write_bytes(Path(f"{base}.done"), b"")
     return task["id"]
@@ -103,12 +111,15 @@ def tokenize_corpus(corpus: str | Path, tokenizer_dir: str | Path, out: str | Pa
     parts = corpus_parts(corpus)
     tok = load(tokenizer_dir)
     fingerprint = {"corpus": str(Path(corpus).resolve()), "tokenizer_sha256": tokenizer_hash(tokenizer_dir),
-                   "val_fraction": val_fraction, "seed": seed, "pack_repositories": pack}
+                   "val_fraction": val_fraction, "seed": seed, "pack_repositories": pack, "format": FORMAT}
     meta_path, work = out / "meta.json", out / "_work"
     if meta_path.is_file():
         meta = json.loads(meta_path.read_text())
         if meta.get("fingerprint") == fingerprint:
             return meta
+        if meta.get("format") != FORMAT:
+            raise UserError(f"--out {out} holds shards in an older format ({meta.get('format')}, no document "
+                            f"index); delete it and rerun codekiln data tokenize")
         raise UserError(f"--out {out} holds shards of another tokenizer, corpus or split; choose another --out")
     if out.exists() and any(p.name != "_work" for p in out.iterdir()):
         raise UserError(f"--out {out} is not empty and holds no token shards; choose another directory")
@@ -143,6 +154,7 @@ def _finalize(out: Path, work: Path, tasks: list[dict], tok, fingerprint: dict) 
               for s in ("train", "val")}
     for split in ("train", "val"):
         shard, written, fh = 0, 0, None
+        index = {"shard": [], "offset": [], "tokens": [], "bytes": [], "lang": []}
         for t in tasks:
             base = work / f"task-{t['id']:06d}"
             st = json.loads(Path(f"{base}.stats.json").read_text())[split]
@@ -160,6 +172,11 @@ def _finalize(out: Path, work: Path, tasks: list[dict], tok, fingerprint: dict) 
                 fh = open(out / f"{name}.tmp", "wb")
                 tot["shards"].append(name)
                 shard, written = shard + 1, 0
+            starts = written + np.concatenate([[0], np.cumsum(st["index"]["tokens"])[:-1]]).astype(np.int64)
+            index["shard"] += [shard - 1] * len(st["index"]["tokens"])
+            index["offset"] += starts[: len(st["index"]["tokens"])].tolist()
+            for k in ("tokens", "bytes", "lang"):
+                index[k] += st["index"][k]
             data.tofile(fh)
             written += data.size
         if fh is not None:
@@ -170,8 +187,13 @@ def _finalize(out: Path, work: Path, tasks: list[dict], tok, fingerprint: dict) 
             totals[split]["shards"].append(name)
         for name in totals[split]["shards"]:
             os.replace(out / f"{name}.tmp", out / name)
+        table = pa.table({"shard": pa.array(index["shard"], pa.int32()), "offset": pa.array(index["offset"], pa.int64()),
+                          "tokens": pa.array(index["tokens"], pa.int64()), "bytes": pa.array(index["bytes"], pa.int64()),
+                          "lang": pa.array(index["lang"], pa.string()).dictionary_encode()})
+        atomic_write_parquet(out / f"{split}-index.parquet", table)
+        totals[split]["index"] = f"{split}-index.parquet"
     meta = {
-        "format": "codekiln-tokens/1",
+        "format": FORMAT,
         "dtype": "uint16" if dtype == np.dtype("<u2") else "uint32",
         "vocab_size": tok.vocab_size,
         "special_ids": tok.special_ids,

@@ -1,0 +1,1 @@
+"""Export and import: Hugging Face, GGUF, quantization."""

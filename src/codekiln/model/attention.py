@@ -1,0 +1,138 @@
+"""Causal attention: a plain reference and the fast paths that are tested against it.
+
+q is [B, H, T, D]; k and v are [B, KV, T, D] with H a multiple of KV (grouped-query attention).
+`doc_ids` ([B, T] int) optionally confines attention to a token's own packed document.
+ALiBi never goes through SDPA with a bias on a GPU (that takes the slow math kernel): there it uses
+flash-attn's `alibi_slopes` when installed, else FlexAttention with a `score_mod`.
+"""
+
+from __future__ import annotations
+
+import functools
+import math
+
+import torch
+import torch.nn.functional as F
+
+
+def alibi_slopes(n_heads: int, bias_max: float = 8.0) -> torch.Tensor:
+    """Per-head ALiBi slopes 2^(-bias_max * i / n) (MPT's rule for head counts that are not powers of two)."""
+    n = 2 ** math.ceil(math.log2(n_heads))
+    m = torch.arange(1, n + 1, dtype=torch.float64) * (bias_max / n)
+    slopes = 1.0 / torch.pow(2.0, m)
+    if n != n_heads:
+        slopes = torch.cat([slopes[1::2], slopes[::2]])[:n_heads]
+    return slopes.float()
+
+
+def alibi_bias(slopes: torch.Tensor, t: int, device=None) -> torch.Tensor:
+    """[H, T, T] additive ALiBi bias slope * (key - query); the causal mask is separate."""
+    pos = torch.arange(t, device=device, dtype=torch.float32)
+    return slopes.to(device)[:, None, None] * (pos[None, None, :] - pos[None, :, None])
+
+
+def _mask(t: int, doc_ids: torch.Tensor | None, device) -> torch.Tensor:
+    """Boolean [B|1, 1, T, T] mask, True where a query may attend to a key."""
+    causal = torch.ones(t, t, dtype=torch.bool, device=device).tril()[None, None]
+    if doc_ids is None:
+        return causal
+    return causal & (doc_ids[:, None, :, None] == doc_ids[:, None, None, :])
+
+
+def reference(q, k, v, slopes=None, doc_ids=None):
+    """The plain definition, in float32: the fast paths are tested against this."""
+    h, kv = q.shape[1], k.shape[1]
+    k, v = k.repeat_interleave(h // kv, dim=1), v.repeat_interleave(h // kv, dim=1)
+    qf, kf, vf = q.float(), k.float(), v.float()
+    scores = qf @ kf.transpose(-1, -2) / math.sqrt(q.shape[-1])
+    if slopes is not None:
+        scores = scores + alibi_bias(slopes, q.shape[2], q.device)[None]
+    scores = scores.masked_fill(~_mask(q.shape[2], doc_ids, q.device), float("-inf"))
+    return (torch.softmax(scores, dim=-1) @ vf).to(q.dtype)
+
+
+def sdpa(q, k, v, slopes=None, doc_ids=None):
+    """PyTorch scaled_dot_product_attention: flash/efficient kernels without a bias, masked kernels with one."""
+    gqa = q.shape[1] != k.shape[1]
+    if slopes is None and doc_ids is None:
+        return F.scaled_dot_product_attention(q, k, v, is_causal=True, enable_gqa=gqa)
+    mask = _mask(q.shape[2], doc_ids, q.device)
+    if slopes is None:
+        return F.scaled_dot_product_attention(q, k, v, attn_mask=mask, enable_gqa=gqa)
+    bias = alibi_bias(slopes, q.shape[2], q.device)[None].masked_fill(~mask, float("-inf")).to(q.dtype)
+    return F.scaled_dot_product_attention(q, k, v, attn_mask=bias, enable_gqa=gqa)
+
+
+@functools.cache
+def _compiled_flex():
+    from torch.nn.attention.flex_attention import flex_attention
+
+    return torch.compile(flex_attention, dynamic=False)
+
+
+@functools.lru_cache(maxsize=8)
+def _causal_block_mask(t: int, device: str):
+    from torch.nn.attention.flex_attention import create_block_mask
+
+    return create_block_mask(lambda b, h, qi, ki: qi >= ki, None, None, t, t, device=device)
+
+
+def flex(q, k, v, slopes=None, doc_ids=None):
+    """FlexAttention (compiled): ALiBi as a score_mod, causal and document masks as a block mask."""
+    from torch.nn.attention.flex_attention import create_block_mask
+
+    t = q.shape[2]
+    if doc_ids is None:
+        block_mask = _causal_block_mask(t, str(q.device))
+    else:
+        def doc_causal(b, h, qi, ki):
+            return (qi >= ki) & (doc_ids[b, qi] == doc_ids[b, ki])
+
+        block_mask = create_block_mask(doc_causal, q.shape[0], None, t, t, device=str(q.device))
+    score_mod = None
+    if slopes is not None:
+        s = slopes.to(device=q.device, dtype=torch.float32)
+
+        def score_mod(score, b, h, qi, ki):
+            return score + s[h] * (ki - qi)
+
+    return _compiled_flex()(q, k, v, score_mod=score_mod, block_mask=block_mask,
+                            enable_gqa=q.shape[1] != k.shape[1])
+
+
+def flash_available() -> bool:
+    """True when the flash-attn package is importable (GPU only)."""
+    try:
+        import flash_attn  # noqa: F401
+    except ImportError:
+        return False
+    return True
+
+
+def flash(q, k, v, slopes=None, doc_ids=None):
+    """flash-attn 2.x (native GQA and `alibi_slopes`); no document masking on this path."""
+    from flash_attn import flash_attn_func
+
+    if doc_ids is not None:
+        raise ValueError("the flash-attn path does not take a document mask; use flex")
+    out = flash_attn_func(q.transpose(1, 2), k.transpose(1, 2), v.transpose(1, 2), causal=True,
+                          alibi_slopes=None if slopes is None else slopes.to(q.device, torch.float32))
+    return out.transpose(1, 2)
+
+
+IMPLS = {"reference": reference, "sdpa": sdpa, "flex": flex, "flash": flash}
+
+
+def choose(impl: str, alibi: bool, device: torch.device, doc_mask: bool) -> str:
+    """Resolve "auto": on a GPU, ALiBi takes flash-attn or Flex and RoPE takes SDPA's flash kernel.
+
+    On a CPU SDPA's fused kernel takes the bias directly and needs no compile step, so it is the default
+    there for both (FlexAttention must be compiled to be fast, which costs tens of seconds on a CPU).
+    """
+    if impl != "auto":
+        return impl
+    if device.type != "cuda":
+        return "sdpa"
+    if alibi:
+        return "flash" if flash_available() and not doc_mask else "flex"
+    return "flex" if doc_mask else "sdpa"

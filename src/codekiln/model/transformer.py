@@ -1,0 +1,157 @@
+"""The decoder-only transformer: embeddings, blocks of (norm, attention, norm, MLP), a final norm, the LM head.
+
+A plain nn.Module that knows nothing of training or parallelism (those are applied by codekiln.train).
+"""
+
+from __future__ import annotations
+
+import math
+
+import torch
+import torch.nn as nn
+import torch.nn.functional as F
+
+from codekiln.model import attention
+from codekiln.model.config import ModelConfig
+
+
+class RMSNorm(nn.Module):
+    """Root-mean-square norm with a learned scale (Llama)."""
+
+    def __init__(self, d: int, eps: float):
+        super().__init__()
+        self.eps = eps
+        self.weight = nn.Parameter(torch.ones(d))
+
+    def forward(self, x):
+        xf = x.float()
+        return (xf * torch.rsqrt(xf.pow(2).mean(-1, keepdim=True) + self.eps)).to(x.dtype) * self.weight
+
+
+def make_norm(cfg: ModelConfig) -> nn.Module:
+    """The configured norm."""
+    if cfg.norm == "rmsnorm":
+        return RMSNorm(cfg.d_model, cfg.norm_eps)
+    return nn.LayerNorm(cfg.d_model, eps=cfg.norm_eps, bias=cfg.bias)
+
+
+def rope_tables(head_dim: int, t: int, theta: float, device=None) -> tuple[torch.Tensor, torch.Tensor]:
+    """cos and sin [T, head_dim] in the half-split layout Hugging Face Llama checkpoints use."""
+    inv = 1.0 / theta ** (torch.arange(0, head_dim, 2, device=device, dtype=torch.float32) / head_dim)
+    freqs = torch.outer(torch.arange(t, device=device, dtype=torch.float32), inv)
+    emb = torch.cat([freqs, freqs], dim=-1)
+    return emb.cos(), emb.sin()
+
+
+def apply_rope(x: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor) -> torch.Tensor:
+    """Rotate [B, H, T, D] by position."""
+    x1, x2 = x.chunk(2, dim=-1)
+    return (x * cos + torch.cat([-x2, x1], dim=-1) * sin).to(x.dtype)
+
+
+class Attention(nn.Module):
+    """Grouped-query causal self-attention with ALiBi or RoPE."""
+
+    def __init__(self, cfg: ModelConfig):
+        super().__init__()
+        self.cfg = cfg
+        d, hd = cfg.d_model, cfg.head_dim
+        self.q_proj = nn.Linear(d, cfg.n_heads * hd, bias=cfg.bias)
+        self.k_proj = nn.Linear(d, cfg.kv_heads * hd, bias=cfg.bias)
+        self.v_proj = nn.Linear(d, cfg.kv_heads * hd, bias=cfg.bias)
+        self.o_proj = nn.Linear(cfg.n_heads * hd, d, bias=cfg.bias)
+
+    def forward(self, x, rope=None, slopes=None, doc_ids=None, impl="sdpa"):
+        b, t, _ = x.shape
+        cfg = self.cfg
+        q = self.q_proj(x).view(b, t, cfg.n_heads, cfg.head_dim).transpose(1, 2)
+        k = self.k_proj(x).view(b, t, cfg.kv_heads, cfg.head_dim).transpose(1, 2)
+        v = self.v_proj(x).view(b, t, cfg.kv_heads, cfg.head_dim).transpose(1, 2)
+        if cfg.clip_qkv is not None:
+            q, k, v = (z.clamp(-cfg.clip_qkv, cfg.clip_qkv) for z in (q, k, v))
+        if rope is not None:
+            q, k = apply_rope(q, *rope), apply_rope(k, *rope)
+        y = attention.IMPLS[impl](q, k, v, slopes=slopes, doc_ids=doc_ids)
+        return self.o_proj(y.transpose(1, 2).reshape(b, t, cfg.n_heads * cfg.head_dim))
+
+
+class MLP(nn.Module):
+    """GELU (MPT/GPT) or SwiGLU (Llama) feed-forward."""
+
+    def __init__(self, cfg: ModelConfig):
+        super().__init__()
+        self.swiglu = cfg.mlp == "swiglu"
+        if self.swiglu:
+            self.gate_proj = nn.Linear(cfg.d_model, cfg.hidden, bias=cfg.bias)
+        self.up_proj = nn.Linear(cfg.d_model, cfg.hidden, bias=cfg.bias)
+        self.down_proj = nn.Linear(cfg.hidden, cfg.d_model, bias=cfg.bias)
+
+    def forward(self, x):
+        if self.swiglu:
+            return self.down_proj(F.silu(self.gate_proj(x)) * self.up_proj(x))
+        return self.down_proj(F.gelu(self.up_proj(x)))
+
+
+class Block(nn.Module):
+    """Pre-norm residual block."""
+
+    def __init__(self, cfg: ModelConfig):
+        super().__init__()
+        self.attn_norm = make_norm(cfg)
+        self.attn = Attention(cfg)
+        self.mlp_norm = make_norm(cfg)
+        self.mlp = MLP(cfg)
+
+    def forward(self, x, rope=None, slopes=None, doc_ids=None, impl="sdpa"):
+        x = x + self.attn(self.attn_norm(x), rope, slopes, doc_ids, impl)
+        return x + self.mlp(self.mlp_norm(x))
+
+
+class Transformer(nn.Module):
+    """`model(input_ids[, doc_ids])` -> logits [batch, time, vocab]."""
+
+    def __init__(self, cfg: ModelConfig):
+        super().__init__()
+        self.cfg = cfg
+        self.embed = nn.Embedding(cfg.vocab_size, cfg.d_model)
+        self.blocks = nn.ModuleList(Block(cfg) for _ in range(cfg.n_layers))
+        self.norm = make_norm(cfg)
+        self.lm_head = nn.Linear(cfg.d_model, cfg.vocab_size, bias=False)
+        if cfg.tie_embeddings:
+            self.lm_head.weight = self.embed.weight
+        self.register_buffer("alibi_slopes", attention.alibi_slopes(cfg.n_heads, cfg.alibi_bias_max),
+                             persistent=False)
+        self.attn_impl = cfg.attn_impl  # resolved on first forward from the device; settable
+        if not any(p.is_meta for p in self.parameters()):
+            self.reset_parameters()
+
+    def reset_parameters(self):
+        """Normal(0, init_std) weights; residual output projections scaled by 1/sqrt(2 * n_layers) (GPT-2)."""
+        std = self.cfg.init_std
+        for name, p in self.named_parameters():
+            if p.dim() == 2:
+                scale = 1 / math.sqrt(2 * self.cfg.n_layers) if name.endswith(("o_proj.weight", "down_proj.weight")) else 1
+                nn.init.normal_(p, 0.0, std * scale)
+            elif name.endswith("bias"):
+                nn.init.zeros_(p)
+            else:
+                nn.init.ones_(p)
+        self.init_buffers()
+
+    def init_buffers(self):
+        """(Re)compute the non-persistent ALiBi slopes on the parameters' device (after a meta-device build)."""
+        slopes = attention.alibi_slopes(self.cfg.n_heads, self.cfg.alibi_bias_max)
+        self.register_buffer("alibi_slopes", slopes.to(self.embed.weight.device), persistent=False)
+
+    def forward(self, input_ids: torch.Tensor, doc_ids: torch.Tensor | None = None) -> torch.Tensor:
+        t = input_ids.shape[1]
+        impl = attention.choose(self.attn_impl, self.cfg.positions == "alibi", input_ids.device, doc_ids is not None)
+        rope = slopes = None
+        if self.cfg.positions == "rope":
+            rope = rope_tables(self.cfg.head_dim, t, self.cfg.rope_theta, input_ids.device)
+        else:
+            slopes = self.alibi_slopes
+        x = self.embed(input_ids)
+        for block in self.blocks:
+            x = block(x, rope, slopes, doc_ids, impl)
+        return self.lm_head(self.norm(x))

@@ -1,0 +1,1 @@
+"""Stage 3, how the model learns: data, FIM, optimizers, schedules, loop, checkpoints, metrics."""

@@ -1,0 +1,121 @@
+"""Checkpoints: atomic (written under a temporary name, renamed, `latest` written last), the last N kept.
+
+checkpoints/step-N/ holds model.safetensors and config.json (what a consumer needs), optimizer.pt,
+and trainer.json (step, tokens, schedule position, every rank's data position and the RNG states).
+With FSDP2 the full state is gathered to rank 0 (fine up to a few billion parameters on one host's
+memory); larger runs would want torch.distributed.checkpoint's sharded format instead.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+from pathlib import Path
+
+import torch
+from safetensors.torch import load_file, save_file
+
+from codekiln import __version__
+from codekiln.errors import UserError
+from codekiln.files import atomic_write_bytes, atomic_write_json
+from codekiln.model import ModelConfig
+
+
+def checkpoint_dir(run: Path, step: int) -> Path:
+    """Where step N's checkpoint lives."""
+    return run / "checkpoints" / f"step-{step}"
+
+
+def latest(run: Path) -> Path | None:
+    """The newest complete checkpoint of a run, or None."""
+    marker = run / "checkpoints" / "latest"
+    if not marker.is_file():
+        return None
+    path = run / "checkpoints" / marker.read_text().strip()
+    return path if (path / "trainer.json").is_file() else None
+
+
+def model_tensors(state: dict[str, torch.Tensor], cfg: ModelConfig) -> dict[str, torch.Tensor]:
+    """A state dict as safetensors wants it: contiguous, the tied LM head stored once (as embed.weight)."""
+    out = {k: v.detach().contiguous() for k, v in state.items()}
+    if cfg.tie_embeddings:
+        out.pop("lm_head.weight", None)
+    return out
+
+
+def read_model_tensors(path: Path, cfg: ModelConfig) -> dict[str, torch.Tensor]:
+    """model.safetensors as a full state dict (the tied LM head restored)."""
+    state = load_file(str(path))
+    if cfg.tie_embeddings and "embed.weight" in state:
+        state["lm_head.weight"] = state["embed.weight"]
+    return state
+
+
+def save(run: Path, step: int, model_state: dict, cfg: ModelConfig, optim_state: dict, trainer: dict,
+         keep: int) -> Path:
+    """Write checkpoint step N atomically and prune all but the newest `keep`; rank 0 only."""
+    final = checkpoint_dir(run, step)
+    tmp = final.with_name(f".{final.name}.tmp{os.getpid()}")
+    shutil.rmtree(tmp, ignore_errors=True)
+    tmp.mkdir(parents=True)
+    save_file(model_tensors(model_state, cfg), str(tmp / "model.safetensors"), metadata={"format": "pt"})
+    (tmp / "config.json").write_text(json.dumps({"codekiln_version": __version__, "model": cfg.to_dict(),
+                                                 "step": step, "tokens": trainer["tokens"]}, indent=2) + "\n")
+    torch.save(optim_state, tmp / "optimizer.pt")
+    (tmp / "trainer.json").write_text(json.dumps(trainer, indent=2) + "\n")
+    if final.exists():  # a rerun that reached the same step again: replace it whole
+        shutil.rmtree(final)
+    os.replace(tmp, final)
+    atomic_write_bytes(run / "checkpoints" / "latest", f"{final.name}\n".encode())
+    steps = sorted(int(p.name.split("-")[1]) for p in (run / "checkpoints").glob("step-*") if p.is_dir())
+    for old in steps[:-keep]:
+        shutil.rmtree(checkpoint_dir(run, old), ignore_errors=True)
+    return final
+
+
+def load_trainer(path: Path) -> dict:
+    """trainer.json of a checkpoint."""
+    return json.loads((path / "trainer.json").read_text())
+
+
+def load_optimizer(path: Path) -> dict:
+    """optimizer.pt of a checkpoint (tensors and plain values only: loaded with weights_only)."""
+    return torch.load(path / "optimizer.pt", map_location="cpu", weights_only=True)
+
+
+def prune_metrics(run: Path, step: int) -> None:
+    """Drop metrics.jsonl records past `step` (logged by a run that died after its last checkpoint)."""
+    path = run / "metrics.jsonl"
+    if not path.is_file():
+        return
+    keep = []
+    for line in path.read_text().splitlines():
+        try:
+            rec = json.loads(line)
+        except json.JSONDecodeError:
+            continue  # a line cut short by a kill
+        if rec.get("step", 0) <= step:
+            keep.append(line)
+    atomic_write_bytes(path, ("\n".join(keep) + "\n" if keep else "").encode())
+
+
+def is_checkpoint(path: Path) -> bool:
+    """True for a checkpoints/step-N directory."""
+    return (path / "model.safetensors").is_file() and (path / "config.json").is_file() and \
+        "model" in json.loads((path / "config.json").read_text())
+
+
+def resolve(path: str | Path) -> Path:
+    """A run directory (its latest checkpoint) or a checkpoint directory -> the checkpoint directory."""
+    p = Path(path)
+    if not p.exists():
+        raise UserError(f"{p} does not exist")
+    if (p / "checkpoints").is_dir():
+        found = latest(p)
+        if found is None:
+            raise UserError(f"run {p} has no complete checkpoint yet")
+        return found
+    if is_checkpoint(p):
+        return p
+    raise UserError(f"{p} is neither a run directory nor a checkpoint directory")

@@ -1,0 +1,271 @@
+"""Training data: token shards through memory maps, a per-language mixture over repeated epochs, FIM.
+
+Each (directory, language) pair is a component. Components are drawn in fixed shares by a greedy,
+deterministic blend (each next sample goes to the component furthest below its share), and each
+component walks its documents in a fresh seeded order every epoch, so small languages repeat while
+large ones do not (Muennighoff et al. 2023: up to ~4 epochs of good data is about as good as new data).
+Documents are packed back to back, `<|endoftext|>` between them; a sample is seq_len + 1 tokens and
+the next sample of the component starts seq_len tokens later. Every rank walks its own slice of each
+epoch's order. The whole position is a small dict (`state_dict`), saved with each checkpoint, so a
+resumed run sees exactly the batches it would have seen.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+from collections import OrderedDict
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import pyarrow.parquet as pq
+
+from codekiln.errors import UserError
+from codekiln.tokenizer.shards import FORMAT
+from codekiln.train import fim
+
+
+class ShardSet:
+    """One token-shard directory: meta.json, memory-mapped shards and the per-document index."""
+
+    def __init__(self, path: str | Path):
+        self.path = Path(path)
+        meta_path = self.path / "meta.json"
+        if not meta_path.is_file():
+            raise UserError(f"{self.path} is not a token-shard directory (no meta.json); run codekiln data tokenize")
+        self.meta = json.loads(meta_path.read_text())
+        if self.meta.get("format") != FORMAT:
+            raise UserError(f"{self.path} holds token shards in format {self.meta.get('format')}, not {FORMAT}; "
+                            "delete it and rerun codekiln data tokenize")
+        self.dtype = np.dtype("<u2") if self.meta["dtype"] == "uint16" else np.dtype("<u4")
+        self._maps: dict[str, list[np.memmap]] = {}
+        self.index: dict[str, dict[str, np.ndarray]] = {}
+        for split in ("train", "val"):
+            info = self.meta["splits"][split]
+            self._maps[split] = [np.memmap(self.path / n, dtype=self.dtype, mode="r") if
+                                 (self.path / n).stat().st_size else np.zeros(0, self.dtype) for n in info["shards"]]
+            t = pq.read_table(self.path / info["index"])
+            self.index[split] = {c: t.column(c).to_numpy() for c in ("shard", "offset", "tokens", "bytes")}
+            self.index[split]["lang"] = np.asarray(t.column("lang").to_pylist(), dtype=object)
+
+    def doc(self, split: str, i: int) -> np.ndarray:
+        """Token ids of document i of a split, its closing <|endoftext|> included."""
+        ix = self.index[split]
+        off = int(ix["offset"][i])
+        return np.asarray(self._maps[split][int(ix["shard"][i])][off: off + int(ix["tokens"][i])], dtype=np.int64)
+
+    def languages(self, split: str = "train") -> dict[str, int]:
+        """Tokens per language of a split."""
+        ix, out = self.index[split], {}
+        for lang in sorted(set(ix["lang"].tolist())):
+            out[lang] = int(ix["tokens"][ix["lang"] == lang].sum())
+        return out
+
+
+@dataclass
+class Component:
+    """The documents of one language in one directory, with its share of samples."""
+
+    name: str
+    shards: ShardSet
+    docs: np.ndarray  # indices into the train split's index
+    share: float
+    tokens: int
+
+
+def mixture(sets: list[ShardSet], data_weights: list[float] | None, language_weights: dict[str, float]) -> list[Component]:
+    """Components and shares: directory share x language share; unlisted languages split the rest by size."""
+    sizes = [sum(s.languages().values()) for s in sets]
+    dw = np.asarray(data_weights if data_weights is not None else sizes, dtype=np.float64)
+    if dw.sum() <= 0:
+        raise UserError("the training data holds no tokens")
+    dw = dw / dw.sum()
+    known = set().union(*(s.languages() for s in sets))
+    missing = sorted(set(language_weights) - known)
+    if missing:
+        raise UserError(f"train.language_weights names {', '.join(missing)}, which no data directory holds")
+    comps = []
+    for k, (s, w) in enumerate(zip(sets, dw)):
+        langs = {lang: n for lang, n in s.languages().items() if n > 0}
+        listed = {lang: language_weights[lang] for lang in langs if lang in language_weights}
+        rest = {lang: n for lang, n in langs.items() if lang not in listed}
+        listed_sum = sum(listed.values())
+        shares = dict(listed)
+        if rest and listed_sum < 1:
+            total = sum(rest.values())
+            shares.update({lang: (1 - listed_sum) * n / total for lang, n in rest.items()})
+        elif listed_sum > 0:
+            shares = {lang: v / listed_sum for lang, v in listed.items()}
+        for lang in sorted(langs):
+            share = float(w) * shares.get(lang, 0.0)
+            if share <= 0:
+                continue
+            docs = np.flatnonzero(s.index["train"]["lang"] == lang)
+            name = lang if len(sets) == 1 else f"{k}:{lang}"
+            comps.append(Component(name, s, docs, share, langs[lang]))
+    if not comps:
+        raise UserError("the mixture gives every language a share of zero")
+    total = sum(c.share for c in comps)
+    for c in comps:
+        c.share /= total
+    return comps
+
+
+class _Walk:
+    """One component's packed token stream for one rank: epochs of seeded document orders, with FIM."""
+
+    def __init__(self, comp: Component, key: int, seed: int, rank: int, world: int, tok, fim_rate: float,
+                 spm_rate: float):
+        self.comp, self.key, self.seed, self.rank, self.world = comp, key, seed, rank, world
+        self.tok, self.fim_rate, self.spm_rate = tok, fim_rate, spm_rate
+        self.epoch = self.pos = self.offset = 0
+        self._orders: OrderedDict[int, np.ndarray] = OrderedDict()
+        self._docs: OrderedDict[tuple[int, int], np.ndarray] = OrderedDict()
+
+    def order(self, epoch: int) -> np.ndarray:
+        """This rank's documents for an epoch: a seeded permutation, every world-th from rank."""
+        if epoch not in self._orders:
+            perm = np.random.default_rng([self.seed, self.key, epoch]).permutation(self.comp.docs)
+            mine = perm[self.rank::self.world]
+            self._orders[epoch] = mine if mine.size else perm
+            while len(self._orders) > 2:
+                self._orders.popitem(last=False)
+        return self._orders[epoch]
+
+    def doc(self, epoch: int, pos: int) -> np.ndarray:
+        """The document at a position of an epoch, FIM applied (keyed by seed, component, epoch, doc)."""
+        k = (epoch, pos)
+        if k not in self._docs:
+            d = int(self.order(epoch)[pos])
+            ids = self.comp.shards.doc("train", d)
+            if self.fim_rate > 0 and self.tok is not None:
+                rng = np.random.default_rng([self.seed, self.key, epoch, d, 1])
+                body = fim.transform(ids[:-1], self.tok, rng, self.fim_rate, self.spm_rate)
+                ids = np.concatenate([body, ids[-1:]])
+            self._docs[k] = ids
+            while len(self._docs) > 4:
+                self._docs.popitem(last=False)
+        return self._docs[k]
+
+    def read(self, cursor: tuple[int, int, int], n: int) -> tuple[np.ndarray, tuple[int, int, int]]:
+        """n tokens from a cursor (epoch, position, offset), and the cursor after them."""
+        epoch, pos, off = cursor
+        out, need = [], n
+        while need:
+            ids = self.doc(epoch, pos)
+            chunk = ids[off: off + need]
+            out.append(chunk)
+            need -= chunk.size
+            off += chunk.size
+            if off >= ids.size:
+                epoch, pos, off = (epoch, pos + 1, 0) if pos + 1 < self.order(epoch).size else (epoch + 1, 0, 0)
+        return np.concatenate(out), (epoch, pos, off)
+
+    def sample(self, seq_len: int) -> np.ndarray:
+        """seq_len + 1 tokens; the next sample starts seq_len tokens later."""
+        head, after = self.read((self.epoch, self.pos, self.offset), seq_len)
+        tail, _ = self.read(after, 1)
+        self.epoch, self.pos, self.offset = after
+        return np.concatenate([head, tail])
+
+
+class TrainStream:
+    """Batches of (inputs, targets), [batch, seq_len] int64 each, deterministic given seed, rank and position."""
+
+    def __init__(self, comps: list[Component], seq_len: int, batch_size: int, seed: int, rank: int = 0,
+                 world: int = 1, tok=None, fim_rate: float = 0.0, spm_rate: float = 0.5):
+        self.comps, self.seq_len, self.batch_size = comps, seq_len, batch_size
+        self.walks = [_Walk(c, k, seed, rank, world, tok, fim_rate, spm_rate) for k, c in enumerate(comps)]
+        self.shares = np.asarray([c.share for c in comps])
+        self.counts = np.zeros(len(comps), dtype=np.int64)
+
+    def _pick(self) -> int:
+        n = int(self.counts.sum())
+        return int(np.argmax(self.shares * (n + 1) - self.counts))
+
+    def next_batch(self) -> tuple[np.ndarray, np.ndarray]:
+        """The next micro-batch for this rank."""
+        rows = []
+        for _ in range(self.batch_size):
+            c = self._pick()
+            self.counts[c] += 1
+            rows.append(self.walks[c].sample(self.seq_len))
+        arr = np.stack(rows)
+        return arr[:, :-1], arr[:, 1:]
+
+    def epochs(self) -> dict[str, float]:
+        """Epochs completed per component (fractional) on this rank."""
+        out = {}
+        for w in self.walks:
+            n = w.order(w.epoch).size
+            out[w.comp.name] = round(w.epoch + w.pos / max(1, n), 4)
+        return out
+
+    def state_dict(self) -> dict:
+        """The whole data position."""
+        return {"counts": self.counts.tolist(), "walks": [[w.epoch, w.pos, w.offset] for w in self.walks],
+                "components": [c.name for c in self.comps]}
+
+    def load_state_dict(self, state: dict) -> None:
+        """Restore a position from state_dict()."""
+        if state["components"] != [c.name for c in self.comps]:
+            raise UserError("the checkpoint's data position is for other data (components differ)")
+        self.counts = np.asarray(state["counts"], dtype=np.int64)
+        for w, (e, p, o) in zip(self.walks, state["walks"]):
+            w.epoch, w.pos, w.offset = e, p, o
+
+
+def plan_table(comps: list[Component], total_tokens: int | None) -> list[dict]:
+    """Per component: share, unique tokens, and epochs the token budget implies."""
+    rows = []
+    for c in comps:
+        epochs = None if not total_tokens else c.share * total_tokens / max(1, c.tokens)
+        rows.append({"component": c.name, "share": c.share, "tokens": c.tokens, "epochs": epochs})
+    return rows
+
+
+def token_bytes(tok) -> np.ndarray:
+    """UTF-8 bytes each token id stands for (0 for special tokens): every char of a byte-level token is a byte."""
+    specials = set(tok.special_ids.values())
+    out = np.zeros(tok.vocab_size, dtype=np.int64)
+    for i in range(tok.vocab_size):
+        if i not in specials:
+            piece = tok._hf.id_to_token(i)
+            out[i] = len(piece) if piece is not None else 0
+    return out
+
+
+class ValSet:
+    """Fixed validation sequences from the val splits: inputs, targets, target bytes and target language."""
+
+    def __init__(self, sets: list[ShardSet], seq_len: int, max_tokens: int, tok_bytes: np.ndarray):
+        ids, langs = [], []
+        budget = max_tokens + 1
+        names = sorted({lang for s in sets for lang in s.index["val"]["lang"].tolist()})
+        self.languages = names
+        code = {n: i for i, n in enumerate(names)}
+        for s in sets:
+            ix = s.index["val"]
+            for i in range(len(ix["tokens"])):
+                if budget <= 0:
+                    break
+                d = s.doc("val", i)[:budget]
+                ids.append(d)
+                langs.append(np.full(d.size, code[ix["lang"][i]], dtype=np.int64))
+                budget -= d.size
+        stream = np.concatenate(ids) if ids else np.zeros(0, np.int64)
+        lang = np.concatenate(langs) if langs else np.zeros(0, np.int64)
+        n = max(0, (stream.size - 1) // seq_len)
+        self.inputs = stream[: n * seq_len].reshape(n, seq_len)
+        self.targets = stream[1: n * seq_len + 1].reshape(n, seq_len)
+        self.target_lang = lang[1: n * seq_len + 1].reshape(n, seq_len)
+        self.target_bytes = tok_bytes[self.targets] if n else np.zeros((0, seq_len), np.int64)
+
+    def __len__(self) -> int:
+        return len(self.inputs)
+
+
+def bits_per_byte(nats: float, nbytes: int) -> float:
+    """Cross-entropy summed in nats over text of nbytes bytes -> bits per UTF-8 byte."""
+    return nats / math.log(2) / nbytes if nbytes else float("nan")

@@ -1,0 +1,72 @@
+"""Fill-in-the-middle (Bavarian et al. 2022): a document is cut at two random character positions and
+its pieces reordered so the model learns to write a middle given what comes before and after it.
+
+PSM: <|fim_prefix|> prefix <|fim_suffix|> suffix <|fim_middle|> middle
+SPM: <|fim_prefix|> <|fim_suffix|> suffix <|fim_middle|> prefix middle   (the variant StarCoder trains)
+
+The cuts are in characters, so a piece never splits a character; each piece is encoded on its own,
+which is what a prompt at inference looks like. Inference builds its prompts with `prompt()`.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+PRE, SUF, MID = "<|fim_prefix|>", "<|fim_suffix|>", "<|fim_middle|>"
+
+
+def split(text: str, rng: np.random.Generator) -> tuple[str, str, str]:
+    """prefix, middle, suffix at two uniform character positions."""
+    a, b = sorted(rng.integers(0, len(text) + 1, size=2).tolist())
+    return text[:a], text[a:b], text[b:]
+
+
+def arrange(prefix: list[int], middle: list[int], suffix: list[int], special: dict[str, int], spm: bool) -> list[int]:
+    """Token ids in PSM or SPM order (the middle last, so it is what the model predicts)."""
+    if spm:
+        return [special[PRE], special[SUF], *suffix, special[MID], *prefix, *middle]
+    return [special[PRE], *prefix, special[SUF], *suffix, special[MID], *middle]
+
+
+def prompt(prefix_ids: list[int], suffix_ids: list[int], special: dict[str, int], spm: bool = False) -> list[int]:
+    """An inference prompt: arrange() with an empty middle, which the model then writes."""
+    return arrange(prefix_ids, [], suffix_ids, special, spm)
+
+
+def transform(ids: np.ndarray, tok, rng: np.random.Generator, rate: float, spm_rate: float) -> np.ndarray:
+    """One document's ids (no <|endoftext|>) in FIM form with probability `rate`, else unchanged.
+
+    The rng is drawn from the same number of times whatever happens, so a document's fate depends
+    only on its own key. Documents that hold special tokens (repository packing) stay unchanged:
+    decoding and re-encoding them would turn their markers into plain text.
+    """
+    u_fim, u_spm = rng.random(), rng.random()
+    if u_fim >= rate or ids.size == 0:
+        return ids
+    if np.isin(ids, list(tok.special_ids.values())).any():
+        return ids
+    text = tok.decode(ids.tolist())
+    pre, mid, suf = split(text, rng)
+    p, m, s = tok.encode_batch([pre, mid, suf])
+    return np.asarray(arrange(p, m, s, tok.special_ids, spm=u_spm < spm_rate), dtype=ids.dtype)
+
+
+def invert(ids: list[int], special: dict[str, int]) -> tuple[list[int], list[int], list[int]]:
+    """prefix, middle, suffix ids of a FIM sequence (either order); raises ValueError if it is not one."""
+    pre, suf, mid = special[PRE], special[SUF], special[MID]
+    if len(ids) >= 2 and ids[0] == pre and ids[1] == suf:  # SPM
+        j = ids.index(mid)
+        return [], ids[j + 1:], ids[2:j]  # prefix+middle are joined in SPM; see invert_text
+    if ids and ids[0] == pre:
+        i, j = ids.index(suf), ids.index(mid)
+        return ids[1:i], ids[j + 1:], ids[i + 1:j]
+    raise ValueError("not a FIM sequence")
+
+
+def invert_text(ids: list[int], tok) -> str:
+    """The original document text of a FIM sequence (or of a plain one)."""
+    sp = tok.special_ids
+    if not ids or ids[0] != sp[PRE]:
+        return tok.decode(ids)
+    prefix, middle, suffix = invert(ids, sp)
+    return tok.decode(prefix) + tok.decode(middle) + tok.decode(suffix)

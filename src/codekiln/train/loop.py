@@ -1,0 +1,434 @@
+"""`codekiln train`: the loop, top to bottom. One process on a CPU or a GPU; many through torchrun."""
+
+from __future__ import annotations
+
+import contextlib
+import hashlib
+import json
+import math
+import os
+import random
+import shutil
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+import yaml
+
+from codekiln.config import Config, config_to_yaml
+from codekiln.errors import UserError
+from codekiln.files import atomic_write_bytes
+from codekiln.model import ModelConfig, Transformer, flops_per_token, preset
+from codekiln.progress import console
+from codekiln.tokenizer import load as load_tokenizer
+from codekiln.train import checkpoint, metrics, parallel
+from codekiln.train.data import ShardSet, TrainStream, ValSet, bits_per_byte, mixture, plan_table, token_bytes
+from codekiln.train.optim import build_optimizer
+from codekiln.train.schedule import lr_at
+
+# Keys that may change between a run and its resumption without changing what it computes.
+RESUMABLE_KEYS = {"log_every", "eval_every", "checkpoint_every", "keep_checkpoints", "wandb_project", "threads",
+                  "out", "data", "tokenizer"}
+
+
+class TrainingStopped(Exception):
+    """Training hit NaN/inf or a loss spike; the last good checkpoint is kept."""
+
+
+def _semantic(cfg: dict) -> dict:
+    """The parts of a config that decide what training computes (data paths are checked by content)."""
+    train = {k: v for k, v in cfg["train"].items() if k not in RESUMABLE_KEYS}
+    return {"seed": cfg["seed"], "model": cfg["model"], "train": train}
+
+
+def _first_difference(a: dict, b: dict, prefix: str = "") -> str:
+    for k in sorted(set(a) | set(b)):
+        if isinstance(a.get(k), dict) and isinstance(b.get(k), dict):
+            found = _first_difference(a[k], b[k], f"{prefix}{k}.")
+            if found:
+                return found
+        elif a.get(k) != b.get(k):
+            return f"{prefix}{k} ({a.get(k)!r} then, {b.get(k)!r} now)"
+    return ""
+
+
+def cpu_has_bf16() -> bool:
+    """True when this CPU multiplies bf16 natively (AMX or AVX512-BF16); otherwise bf16 is emulated and slow."""
+    try:
+        flags = Path("/proc/cpuinfo").read_text()
+    except OSError:
+        return False
+    return any(f in flags for f in ("amx_bf16", "avx512_bf16"))
+
+
+def choose_precision(precision: str, device: torch.device) -> torch.dtype:
+    """auto: bf16 on GPUs that have it and on CPUs with native bf16 (measured 4x slower on CPUs without)."""
+    if precision == "bf16":
+        return torch.bfloat16
+    if precision == "fp32":
+        return torch.float32
+    if device.type == "cuda":
+        return torch.bfloat16 if torch.cuda.is_bf16_supported() else torch.float32
+    return torch.bfloat16 if cpu_has_bf16() else torch.float32
+
+
+def model_config(cfg: Config, vocab_size: int) -> ModelConfig:
+    """The preset with the config's overrides; the vocabulary padded to a multiple of 64 for fast matmuls."""
+    fields = cfg.model.model_dump(exclude={"preset"})
+    return preset(cfg.model.preset, vocab_size=64 * math.ceil(vocab_size / 64), **fields)
+
+
+def _init_weights(source: str, vocab_size: int, attn_impl: str | None) -> tuple[ModelConfig, dict]:
+    """Continued pretraining: config and weights of one of our checkpoints or a Hugging Face Llama directory."""
+    from codekiln.export.hf_llama import is_hf_llama_dir, load_llama
+
+    if is_hf_llama_dir(source):
+        mcfg, state = load_llama(source)
+    else:
+        ckpt = checkpoint.resolve(source)
+        mcfg = ModelConfig.from_dict(json.loads((ckpt / "config.json").read_text())["model"])
+        state = checkpoint.read_model_tensors(ckpt / "model.safetensors", mcfg)
+    if mcfg.vocab_size < vocab_size:
+        raise UserError(f"train.init_from {source} has a vocabulary of {mcfg.vocab_size}, smaller than the "
+                        f"tokenizer's {vocab_size}")
+    if attn_impl:
+        mcfg = ModelConfig.from_dict({**mcfg.to_dict(), "attn_impl": attn_impl})
+    return mcfg, state
+
+
+def _prepare_run(run: Path, cfg: Config, restart: bool, d: parallel.Dist) -> Path | None:
+    """Resume, refuse or start over; returns the checkpoint to resume from."""
+    found = checkpoint.latest(run)
+    if found is not None and not restart:
+        saved = yaml.safe_load((run / "config.yaml").read_text())
+        now = cfg.model_dump(mode="json")
+        if _semantic(saved) != _semantic(now):
+            raise UserError(f"{run} holds a run with another config: {_first_difference(_semantic(saved), _semantic(now))}; "
+                            "use another train.out, or --restart to start over")
+        return found
+    if d.main and restart:
+        for name in ("checkpoints", "tensorboard", "plots"):
+            shutil.rmtree(run / name, ignore_errors=True)
+        for name in ("metrics.jsonl", "summary.json"):
+            (run / name).unlink(missing_ok=True)
+    elif d.main and run.exists() and any(run.iterdir()) and not (run / "config.yaml").is_file():
+        raise UserError(f"train.out {run} is not empty and is not a run directory; choose another")
+    return None
+
+
+def _copy_tokenizer(src: Path, run: Path) -> None:
+    dst = run / "tokenizer"
+    tmp = run / ".tokenizer.tmp"
+    shutil.rmtree(tmp, ignore_errors=True)
+    shutil.copytree(src, tmp)
+    shutil.rmtree(dst, ignore_errors=True)
+    os.replace(tmp, dst)
+
+
+def _evaluate(model, val: ValSet, batch_size: int, device, autocast, d: parallel.Dist, doc_mask: bool,
+              eot: int) -> dict:
+    """Validation loss and bits per byte, overall and per language, summed over every rank's share."""
+    model.eval()
+    n_lang = len(val.languages)
+    sums = np.zeros(3 + 2 * n_lang)  # nats, tokens, bytes, then nats and bytes per language
+    with torch.no_grad():
+        rows = list(range(d.rank, len(val), d.world))
+        for i in range(0, len(rows), batch_size):
+            idx = rows[i: i + batch_size]
+            x = torch.from_numpy(val.inputs[idx]).to(device)
+            y = torch.from_numpy(val.targets[idx]).to(device)
+            with autocast():
+                logits = model(x, _doc_ids(x, eot) if doc_mask else None)
+            nats = F.cross_entropy(logits.float().flatten(0, 1), y.flatten(), reduction="none").double().cpu().numpy()
+            nbytes, lang = val.target_bytes[idx].ravel(), val.target_lang[idx].ravel()
+            sums[0] += nats.sum()
+            sums[1] += nats.size
+            sums[2] += nbytes.sum()
+            sums[3: 3 + n_lang] += np.bincount(lang, weights=nats, minlength=n_lang)
+            sums[3 + n_lang:] += np.bincount(lang, weights=nbytes, minlength=n_lang)
+    model.train()
+    sums = np.asarray(parallel.all_reduce_sum(sums.tolist(), d))
+    by_lang = {name: round(bits_per_byte(sums[3 + k], sums[3 + n_lang + k]), 5)
+               for k, name in enumerate(val.languages) if sums[3 + n_lang + k] > 0}
+    return {"val_loss": round(sums[0] / max(1, sums[1]), 5), "val_bpb": round(bits_per_byte(sums[0], sums[2]), 5),
+            "val_bpb_by_lang": by_lang}
+
+
+def _doc_ids(x: torch.Tensor, eot: int) -> torch.Tensor:
+    """Document number of each position: the count of <|endoftext|> before it (the EOT ends its document)."""
+    ends = (x == eot).int()
+    return torch.cumsum(ends, dim=1) - ends
+
+
+def _rng_state() -> dict:
+    return {"torch": torch.get_rng_state().tolist(), "python": list(random.getstate()[1]),
+            "cuda": [s.tolist() for s in torch.cuda.get_rng_state_all()] if torch.cuda.is_available() else []}
+
+
+def _set_rng_state(state: dict) -> None:
+    torch.set_rng_state(torch.tensor(state["torch"], dtype=torch.uint8))
+    random.setstate((3, tuple(state["python"]), None))
+    if state.get("cuda") and torch.cuda.is_available():
+        torch.cuda.set_rng_state_all([torch.tensor(s, dtype=torch.uint8) for s in state["cuda"]])
+
+
+def train(cfg: Config, restart: bool = False, quiet: bool = False) -> dict:
+    """Train (or resume) the run in cfg.train.out; returns the summary."""
+    t = cfg.train
+    for key in ("data", "tokenizer", "out"):
+        if not getattr(t, key):
+            raise UserError(f"train.{key} is not set (config file, --{key} or train.{key}=...)")
+    if not t.max_steps and not t.max_tokens:
+        raise UserError("set train.max_steps or train.max_tokens")
+    d = parallel.init()
+    try:
+        return _train(cfg, d, restart, quiet)
+    finally:
+        parallel.shutdown()
+
+
+def _train(cfg: Config, d: parallel.Dist, restart: bool, quiet: bool) -> dict:
+    t, run = cfg.train, Path(cfg.train.out)
+    device = d.device
+    torch.set_flush_denormal(True)  # denormals made this CPU 7x slower
+    if device.type == "cpu":
+        torch.set_num_threads(t.threads or max(1, (os.cpu_count() or 1) // d.world))
+    tok_dir = Path(t.tokenizer)
+    tok = load_tokenizer(tok_dir)
+    tok_sha = hashlib.sha256((tok_dir / "tokenizer.json").read_bytes()).hexdigest()
+    sets = [ShardSet(p) for p in t.data]
+    for s in sets:
+        if s.meta["tokenizer_sha256"] != tok_sha:
+            raise UserError(f"{s.path} was tokenized with another tokenizer than {tok_dir}")
+    resume_from = _prepare_run(run, cfg, restart, d)
+    parallel.barrier(d)
+
+    if t.init_from:
+        mcfg, init_state = _init_weights(t.init_from, tok.vocab_size, cfg.model.attn_impl)
+    else:
+        mcfg, init_state = model_config(cfg, tok.vocab_size), None
+    seq_len = t.seq_len or mcfg.context
+    if seq_len > mcfg.context:
+        raise UserError(f"train.seq_len {seq_len} exceeds the model's context {mcfg.context}")
+    batch_tokens = t.batch_size * t.grad_accum * d.world * seq_len
+    total_steps = t.max_steps or math.ceil(t.max_tokens / batch_tokens)
+    if t.max_steps and t.max_tokens:
+        total_steps = min(t.max_steps, math.ceil(t.max_tokens / batch_tokens))
+    dtype = choose_precision(t.precision, device)
+    mode = parallel.choose_parallel(t.parallel, device)
+
+    torch.manual_seed(cfg.seed)
+    model = Transformer(mcfg)
+    if init_state is not None:
+        model.load_state_dict(init_state, strict=True)
+    model.to(device)
+    fpt = flops_per_token(mcfg, seq_len)
+    peak, peak_source = metrics.device_peak(device, dtype, t.peak_tflops)
+    model = parallel.apply(model, d, mode, t.compile, t.activation_checkpointing, dtype)
+    optimizer = build_optimizer(parallel.unwrap(model), t.optimizer, t.lr, t.weight_decay, t.betas)
+    comps = mixture(sets, t.data_weights, t.language_weights)
+    stream = TrainStream(comps, seq_len, t.batch_size, cfg.seed, d.rank, d.world, tok, t.fim_rate, t.fim_spm_rate)
+    val = ValSet(sets, seq_len, t.eval_tokens, token_bytes(tok))
+
+    step, tokens, elapsed, ema = 0, 0, 0.0, None
+    if resume_from is not None:
+        from torch.distributed.checkpoint.state_dict import (StateDictOptions, set_model_state_dict,
+                                                             set_optimizer_state_dict)
+
+        state = checkpoint.load_trainer(resume_from)
+        if state["world"] != d.world:
+            raise UserError(f"{run} was trained on {state['world']} processes; resume it on the same number")
+        opts = StateDictOptions(full_state_dict=True)
+        set_model_state_dict(model, checkpoint.read_model_tensors(resume_from / "model.safetensors", mcfg), options=opts)
+        set_optimizer_state_dict(model, optimizer, checkpoint.load_optimizer(resume_from), options=opts)
+        stream.load_state_dict(state["data"][d.rank])
+        _set_rng_state(state["rng"][d.rank])
+        step, tokens, elapsed, ema = state["step"], state["tokens"], state["elapsed_s"], state["loss_ema"]
+        if d.main:
+            checkpoint.prune_metrics(run, step)
+    if d.main:
+        run.mkdir(parents=True, exist_ok=True)
+        atomic_write_bytes(run / "config.yaml", config_to_yaml(cfg).encode())
+        _copy_tokenizer(tok_dir, run)
+    log = metrics.MetricsLog(run, d.main, t.wandb_project, cfg.model_dump(mode="json"))
+
+    def autocast():
+        if dtype == torch.float32 or mode == "fsdp" and d.world > 1:  # FSDP2's policy casts instead
+            return contextlib.nullcontext()
+        return torch.autocast(device.type, dtype=dtype)
+
+    if d.main and not quiet:
+        _print_plan(mcfg, comps, total_steps * batch_tokens, seq_len, batch_tokens, total_steps, dtype, mode, d,
+                    peak, peak_source, resume_from)
+    eot = tok.eot_id
+    model.train()
+    last_eval: dict = {}
+    loss_value = float("nan")
+    progress = _Progress(total_steps, step, enabled=d.main and not quiet)
+    window_time, window_tokens = 0.0, 0
+    wall = time.perf_counter()
+    try:
+        while step < total_steps:
+            step_start = time.perf_counter()
+            lr = lr_at(step, peak=t.lr, schedule=t.schedule, warmup_steps=t.warmup_steps, total_steps=total_steps,
+                       min_lr_ratio=t.min_lr_ratio, decay_fraction=t.decay_fraction)
+            for group in optimizer.param_groups:
+                group["lr"] = lr
+            loss_sum = 0.0
+            for micro in range(t.grad_accum):
+                x_np, y_np = stream.next_batch()
+                x, y = torch.from_numpy(x_np).to(device), torch.from_numpy(y_np).to(device)
+                last = micro == t.grad_accum - 1
+                with _no_sync(model, mode, d, last), autocast():
+                    logits = model(x, _doc_ids(x, eot) if t.doc_mask else None)
+                    loss = F.cross_entropy(logits.float().flatten(0, 1), y.flatten())
+                    (loss / t.grad_accum).backward()
+                loss_sum += loss.item()
+            loss_value = parallel.all_reduce_sum([loss_sum / t.grad_accum], d)[0] / d.world
+            params = [p for p in model.parameters() if p.grad is not None]
+            grad_norm = float(torch.nn.utils.clip_grad_norm_(params, t.grad_clip if t.grad_clip > 0 else float("inf")))
+            _check(loss_value, grad_norm, ema, step, t, run)
+            optimizer.step()
+            optimizer.zero_grad(set_to_none=True)
+            if step >= t.warmup_steps:
+                ema = loss_value if ema is None else 0.9 * ema + 0.1 * loss_value
+            step += 1
+            tokens += batch_tokens
+            window_tokens += batch_tokens
+            window_time += time.perf_counter() - step_start
+            progress.update(step, loss_value)
+            if step % t.log_every == 0 or step == total_steps:
+                now = time.perf_counter()
+                elapsed, wall = elapsed + now - wall, now
+                tps = window_tokens / max(window_time, 1e-9)  # training steps only, not evals or checkpoints
+                record = {"step": step, "tokens": tokens, "loss": round(loss_value, 6), "lr": lr,
+                          "grad_norm": round(grad_norm, 6), "tokens_per_s": round(tps, 1),
+                          "mfu": round(tps / d.world * fpt / peak, 5) if peak else None, "elapsed_s": round(elapsed, 2)}
+                log.write(record)
+                progress.log(record)
+                window_time, window_tokens = 0.0, 0
+            if step % t.eval_every == 0 or step == total_steps:
+                last_eval = {"step": step, **_evaluate(model, val, t.batch_size, device, autocast, d, t.doc_mask, eot)}
+                log.write(last_eval)
+                progress.log(last_eval)
+            if step % t.checkpoint_every == 0 or step == total_steps:
+                now = time.perf_counter()
+                elapsed, wall = elapsed + now - wall, now
+                _save(run, step, tokens, elapsed, ema, model, optimizer, stream, mcfg, d, t.keep_checkpoints)
+    finally:
+        progress.close()
+        log.close()
+    summary = {"steps": step, "tokens": tokens, "loss": loss_value, **{k: v for k, v in last_eval.items() if k != "step"},
+               "epochs": stream.epochs(), "elapsed_s": round(elapsed, 1), "run": str(run)}
+    if d.main:
+        from codekiln.train.plot import plot_run
+
+        summary["plots"] = [str(p) for p in plot_run(run)]
+        atomic_write_bytes(run / "summary.json", (json.dumps(summary, indent=2) + "\n").encode())
+    return summary
+
+
+def _no_sync(model, mode: str, d: parallel.Dist, last: bool):
+    """Skip gradient synchronisation on all but the last micro-step of an accumulation."""
+    if d.world == 1 or last:
+        return contextlib.nullcontext()
+    if mode == "fsdp":
+        model.set_requires_gradient_sync(False)
+
+        @contextlib.contextmanager
+        def resync():
+            try:
+                yield
+            finally:
+                model.set_requires_gradient_sync(True)
+
+        return resync()
+    return model.no_sync()
+
+
+def _check(loss: float, grad_norm: float, ema: float | None, step: int, t, run: Path) -> None:
+    """Stop on NaN/inf or a spike, before the optimizer touches the weights."""
+    good = checkpoint.latest(run)
+    keep = f"the last good checkpoint is {good}" if good else "no checkpoint was written yet"
+    if not math.isfinite(loss) or not math.isfinite(grad_norm):
+        raise TrainingStopped(f"step {step + 1}: loss {loss} and grad norm {grad_norm} are not finite; {keep} "
+                              "(lower train.lr or raise train.warmup_steps, then resume)")
+    if t.spike_factor and ema is not None and loss > t.spike_factor * ema:
+        raise TrainingStopped(f"step {step + 1}: loss {loss:.3f} spiked above {t.spike_factor} x its running mean "
+                              f"{ema:.3f}; {keep} (lower train.lr, then resume)")
+
+
+def _save(run, step, tokens, elapsed, ema, model, optimizer, stream, mcfg, d, keep):
+    from torch.distributed.checkpoint.state_dict import StateDictOptions, get_model_state_dict, get_optimizer_state_dict
+
+    opts = StateDictOptions(full_state_dict=True, cpu_offload=True)
+    model_state = get_model_state_dict(model, options=opts)
+    optim_state = get_optimizer_state_dict(model, optimizer, options=opts)
+    data_states = parallel.gather_objects(stream.state_dict(), d)
+    rng_states = parallel.gather_objects(_rng_state(), d)
+    if d.main:
+        trainer = {"step": step, "tokens": tokens, "elapsed_s": elapsed, "loss_ema": ema, "world": d.world,
+                   "data": data_states, "rng": rng_states}
+        checkpoint.save(run, step, model_state, mcfg, optim_state, trainer, keep)
+    parallel.barrier(d)
+
+
+def _print_plan(mcfg, comps, budget, seq_len, batch_tokens, total_steps, dtype, mode, d, peak, peak_source, resume_from):
+    from rich.table import Table
+
+    from codekiln.model import param_count
+
+    console.print(f"model: {param_count(mcfg) / 1e6:.1f}M parameters ({param_count(mcfg, False) / 1e6:.1f}M without "
+                  f"embeddings), d_model {mcfg.d_model}, {mcfg.n_layers} layers, {mcfg.n_heads} heads / "
+                  f"{mcfg.kv_heads} kv, {mcfg.positions}, context {mcfg.context}")
+    console.print(f"training: {total_steps} steps x {batch_tokens} tokens (seq {seq_len}) = {budget / 1e6:.2f}M tokens; "
+                  f"{d.world} process(es) on {d.device.type}, {str(dtype).removeprefix('torch.')}"
+                  + (f", {mode}" if d.world > 1 else "") + (f"; MFU peak: {peak / 1e12:.2f} TFLOP/s, {peak_source}"
+                                                            if peak else ""))
+    if resume_from is not None:
+        console.print(f"resuming from {resume_from}")
+    table = Table(title="data mixture", show_edge=False)
+    for col in ("component", "share", "unique tokens", "epochs at budget"):
+        table.add_column(col, justify="left" if col == "component" else "right")
+    for row in plan_table(comps, budget):
+        epochs = row["epochs"]
+        flag = " (> 4: past the data-constrained sweet spot)" if epochs and epochs > 4 else ""
+        table.add_row(row["component"], f"{row['share']:.3f}", f"{row['tokens']:,}", f"{epochs:.2f}{flag}")
+    console.print(table)
+
+
+class _Progress:
+    """A rich progress bar on a terminal; log lines otherwise."""
+
+    def __init__(self, total: int, done: int, enabled: bool):
+        self.enabled, self.bar, self.task = enabled, None, None
+        if enabled and sys.stderr.isatty():
+            from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
+
+            self.bar = Progress(TextColumn("train"), BarColumn(), MofNCompleteColumn(), TextColumn("{task.description}"),
+                                TimeRemainingColumn(), console=console)
+            self.bar.start()
+            self.task = self.bar.add_task("", total=total, completed=done)
+
+    def update(self, step: int, loss: float) -> None:
+        if self.bar is not None:
+            self.bar.update(self.task, completed=step, description=f"loss {loss:.4f}")
+
+    def log(self, record: dict) -> None:
+        if not self.enabled:
+            return
+        if "val_loss" in record:
+            langs = " ".join(f"{k} {v:.3f}" for k, v in sorted(record["val_bpb_by_lang"].items()))
+            line = f"step {record['step']}: val loss {record['val_loss']:.4f}, {record['val_bpb']:.4f} bits/byte ({langs})"
+        else:
+            mfu = f", MFU {record['mfu']:.1%}" if record["mfu"] is not None else ""
+            line = (f"step {record['step']}: loss {record['loss']:.4f}, lr {record['lr']:.2e}, grad norm "
+                    f"{record['grad_norm']:.3f}, {record['tokens_per_s']:,.0f} tokens/s{mfu}")
+        console.print(line, highlight=False)
+
+    def close(self) -> None:
+        if self.bar is not None:
+            self.bar.stop()

@@ -1,0 +1,121 @@
+"""Training metrics: metrics.jsonl (the contract), TensorBoard, optional Weights & Biases, and MFU."""
+
+from __future__ import annotations
+
+import json
+import time
+from pathlib import Path
+
+import torch
+
+from codekiln.errors import UserError
+
+# Dense bf16 peak FLOP/s per device (vendor figures, without sparsity); matched against the device name.
+GPU_PEAK_BF16 = {
+    "H200": 989e12,
+    "H100 PCIe": 756e12,
+    "H100": 989e12,
+    "A100": 312e12,
+    "L40S": 362e12,
+    "A10G": 70e12,
+    "L4": 121e12,
+    "4090": 165e12,
+    "3090": 71e12,
+    "V100": 125e12,  # fp16 tensor cores; V100 has no bf16
+}
+
+
+def gpu_peak(name: str) -> float | None:
+    """Table peak for a CUDA device name, or None when unknown (MFU is then not reported)."""
+    for key, peak in GPU_PEAK_BF16.items():
+        if key in name:
+            return peak
+    return None
+
+
+def measure_cpu_peak(dtype: torch.dtype, seconds: float = 0.5, n: int = 1024) -> float:
+    """FLOP/s of a square matmul on this CPU in this dtype, with the threads training will use."""
+    a, b = torch.randn(n, n, dtype=dtype), torch.randn(n, n, dtype=dtype)
+    for _ in range(2):
+        a @ b
+    count, start = 0, time.perf_counter()
+    while time.perf_counter() - start < seconds:
+        a @ b
+        count += 1
+    return 2 * n**3 * count / (time.perf_counter() - start)
+
+
+def device_peak(device: torch.device, dtype: torch.dtype, override_tflops: float | None) -> tuple[float | None, str]:
+    """Peak FLOP/s per device for MFU and where it came from."""
+    if override_tflops:
+        return override_tflops * 1e12, "train.peak_tflops"
+    if device.type == "cuda":
+        name = torch.cuda.get_device_name(device)
+        peak = gpu_peak(name)
+        return peak, f"table ({name})" if peak else f"unknown device {name}; set train.peak_tflops"
+    return measure_cpu_peak(dtype), f"measured matmul peak ({str(dtype).removeprefix('torch.')})"
+
+
+class MetricsLog:
+    """Appends records to metrics.jsonl and mirrors scalars to TensorBoard and W&B (rank 0 only)."""
+
+    def __init__(self, run: Path, enabled: bool, wandb_project: str | None, config: dict):
+        self.enabled = enabled
+        self.path = run / "metrics.jsonl"
+        self.tb = self.wandb = None
+        if not enabled:
+            return
+        try:
+            from torch.utils.tensorboard import SummaryWriter
+
+            self.tb = SummaryWriter(str(run / "tensorboard"))
+        except ImportError:  # tensorboard is a dependency; keep training if someone removed it
+            self.tb = None
+        if wandb_project:
+            try:
+                import wandb
+            except ImportError:
+                raise UserError("train.wandb_project is set but wandb is not installed (pip install wandb)") from None
+            self.wandb = wandb.init(project=wandb_project, dir=str(run), config=config,
+                                    id=run.resolve().name, resume="allow")
+
+    def write(self, record: dict) -> None:
+        """One record: a JSON line, and its numbers as scalars."""
+        if not self.enabled:
+            return
+        with open(self.path, "a") as fh:
+            fh.write(json.dumps(record) + "\n")
+        step = record["step"]
+        scalars = {}
+        for k, v in record.items():
+            if isinstance(v, (int, float)) and k != "step":
+                scalars[k] = v
+            elif isinstance(v, dict):
+                scalars.update({f"{k}/{lang}": x for lang, x in v.items() if isinstance(x, (int, float))})
+        if self.tb is not None:
+            for k, v in scalars.items():
+                self.tb.add_scalar(k, v, step)
+        if self.wandb is not None:
+            self.wandb.log(scalars, step=step)
+
+    def close(self) -> None:
+        """Flush and close the writers."""
+        if self.tb is not None:
+            self.tb.close()
+        if self.wandb is not None:
+            self.wandb.finish()
+
+
+def read(run: Path) -> list[dict]:
+    """The records of a run's metrics.jsonl."""
+    path = Path(run) / "metrics.jsonl"
+    if not path.is_file():
+        raise UserError(f"{run} has no metrics.jsonl")
+    out = []
+    for line in path.read_text().splitlines():
+        if line.strip():
+            try:
+                out.append(json.loads(line))
+            except json.JSONDecodeError:
+                continue
+    return out

@@ -1,0 +1,69 @@
+"""Fill-in-the-middle: character cuts, PSM/SPM layouts, invertibility, rate and mix, determinism."""
+
+import numpy as np
+import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+
+from codekiln.tokenizer import load
+from codekiln.train import fim
+
+
+@pytest.fixture(scope="module")
+def tok(shards):
+    return load(shards[0])
+
+
+def test_split_cuts_at_characters():
+    rng = np.random.default_rng(0)
+    text = "héllo wörld ✓ 😀"
+    for _ in range(200):
+        pre, mid, suf = fim.split(text, rng)
+        assert pre + mid + suf == text
+
+
+def test_layouts(tok):
+    sp = tok.special_ids
+    p, m, s = [10, 11], [12], [13, 14]
+    assert fim.arrange(p, m, s, sp, spm=False) == [sp[fim.PRE], 10, 11, sp[fim.SUF], 13, 14, sp[fim.MID], 12]
+    assert fim.arrange(p, m, s, sp, spm=True) == [sp[fim.PRE], sp[fim.SUF], 13, 14, sp[fim.MID], 10, 11, 12]
+    assert fim.prompt(p, s, sp) == [sp[fim.PRE], 10, 11, sp[fim.SUF], 13, 14, sp[fim.MID]]
+
+
+@settings(max_examples=60, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(text=st.text(min_size=1, max_size=300), seed=st.integers(0, 2**32 - 1))
+def test_transform_is_invertible(tok, text, seed):
+    ids = np.asarray(tok.encode(text), dtype=np.int64)
+    out = fim.transform(ids, tok, np.random.default_rng(seed), rate=1.0, spm_rate=0.5)
+    assert out[0] == tok.special_ids[fim.PRE]
+    assert fim.invert_text(out.tolist(), tok) == text
+
+
+def test_rate_and_mix(tok):
+    ids = np.asarray(tok.encode("def f(x):\n    return x * 2\n" * 3), dtype=np.int64)
+    sp = tok.special_ids
+    kinds = {"plain": 0, "psm": 0, "spm": 0}
+    for seed in range(2000):
+        out = fim.transform(ids, tok, np.random.default_rng(seed), rate=0.5, spm_rate=0.5)
+        if out[0] != sp[fim.PRE]:
+            kinds["plain"] += 1
+            assert np.array_equal(out, ids)
+        else:
+            kinds["spm" if out[1] == sp[fim.SUF] else "psm"] += 1
+    assert 900 < kinds["plain"] < 1100 and 400 < kinds["psm"] < 600 and 400 < kinds["spm"] < 600
+    none = [fim.transform(ids, tok, np.random.default_rng(s), rate=0.0, spm_rate=0.5) for s in range(50)]
+    assert all(np.array_equal(o, ids) for o in none)
+
+
+def test_same_key_same_result_and_packed_docs_untouched(tok):
+    ids = np.asarray(tok.encode("x = 1\ny = 2\n"), dtype=np.int64)
+    a = fim.transform(ids, tok, np.random.default_rng([1, 2, 3]), 1.0, 0.5)
+    b = fim.transform(ids, tok, np.random.default_rng([1, 2, 3]), 1.0, 0.5)
+    assert np.array_equal(a, b)
+    packed = np.concatenate([[tok.special_ids["<|file_sep|>"]], ids])
+    assert np.array_equal(fim.transform(packed, tok, np.random.default_rng(0), 1.0, 0.5), packed)
+
+
+def test_invert_rejects_plain_sequences(tok):
+    with pytest.raises(ValueError):
+        fim.invert([5, 6, 7], tok.special_ids)

@@ -1,0 +1,191 @@
+"""The training loop end to end on a micro model: learning, run directory, checkpoints, exact resume
+after kill -9, refusals, divergence stops, continued pretraining, plots and codekiln.load."""
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+import torch
+from conftest import MICRO
+
+import codekiln
+from codekiln.cli import main
+from codekiln.config import load_config
+from codekiln.errors import UserError
+from codekiln.train.loop import TrainingStopped, train
+
+
+def _cfg(shards, out, *extra):
+    tok, data = shards
+    return load_config(None, [*MICRO, f"train.data=[{data}]", f"train.tokenizer={tok}", f"train.out={out}", *extra])
+
+
+def _records(run):
+    return [json.loads(line) for line in (Path(run) / "metrics.jsonl").read_text().splitlines()]
+
+
+def _curve(run):
+    """Everything a record computes, without wall-clock figures."""
+    drop = {"tokens_per_s", "mfu", "elapsed_s"}
+    return [{k: v for k, v in r.items() if k not in drop} for r in _records(run)]
+
+
+def test_micro_model_learns_and_writes_a_run_directory(shards, tmp_path):
+    run = tmp_path / "run"
+    summary = train(_cfg(shards, run, "train.max_steps=60", "train.log_every=5", "train.eval_every=30",
+                         "train.checkpoint_every=20", "train.keep_checkpoints=2"), quiet=True)
+    recs = _records(run)
+    train_recs = [r for r in recs if "loss" in r]
+    val_recs = [r for r in recs if "val_loss" in r]
+    assert [r["step"] for r in train_recs] == list(range(5, 61, 5))
+    assert [r["step"] for r in val_recs] == [30, 60]
+    for r in train_recs:
+        assert set(r) == {"step", "tokens", "loss", "lr", "grad_norm", "tokens_per_s", "mfu", "elapsed_s"}
+        assert r["tokens"] == r["step"] * 4 * 64 and r["tokens_per_s"] > 0 and 0 < r["mfu"] < 1
+    assert train_recs[-1]["loss"] < train_recs[0]["loss"] - 1.5
+    assert val_recs[-1]["val_loss"] < val_recs[0]["val_loss"]
+    assert set(val_recs[-1]["val_bpb_by_lang"]) <= {"Python", "JavaScript"} and val_recs[-1]["val_bpb"] > 0
+    assert sorted(p.name for p in (run / "checkpoints").iterdir()) == ["latest", "step-40", "step-60"]
+    assert (run / "checkpoints" / "latest").read_text().strip() == "step-60"
+    ckpt = run / "checkpoints" / "step-60"
+    assert {p.name for p in ckpt.iterdir()} == {"model.safetensors", "config.json", "optimizer.pt", "trainer.json"}
+    assert (run / "tokenizer" / "tokenizer.json").is_file() and (run / "config.yaml").is_file()
+    assert {p.name for p in (run / "plots").iterdir()} == {"loss.png", "bits_per_byte.png", "throughput.png"}
+    assert list((run / "tensorboard").iterdir())
+    assert summary["steps"] == 60 and summary["val_bpb"] == val_recs[-1]["val_bpb"]
+
+    model, tok = codekiln.load(run)
+    assert not model.training
+    ids = torch.tensor([tok.encode("def f(x):\n    return x\n")])
+    assert model(ids).shape == (1, ids.shape[1], model.cfg.vocab_size)
+    again, _ = codekiln.load(ckpt)
+    assert torch.equal(again(ids), model(ids))
+
+    # finished: running it again resumes at the end and does no more steps
+    train(_cfg(shards, run, "train.max_steps=60", "train.log_every=5", "train.eval_every=30",
+               "train.checkpoint_every=20", "train.keep_checkpoints=2"), quiet=True)
+    assert len(_records(run)) == len(recs) + 0
+
+
+def _cli(shards, run, *extra):
+    tok, data = shards
+    return [sys.executable, "-m", "codekiln", "train", "--data", str(data), "--tokenizer", str(tok), "--out", str(run),
+            "--quiet", *MICRO, *extra]
+
+
+def test_killed_and_resumed_run_reproduces_the_loss_curve_bit_for_bit(shards, tmp_path):
+    args = ["train.max_steps=40", "train.log_every=1", "train.eval_every=10", "train.checkpoint_every=8"]
+    env = dict(os.environ, PYTHONHASHSEED="0")
+    whole = tmp_path / "whole"
+    subprocess.run(_cli(shards, whole, *args), check=True, env=env, capture_output=True)
+
+    cut = tmp_path / "cut"
+    proc = subprocess.Popen(_cli(shards, cut, *args), env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    marker = cut / "checkpoints" / "step-16" / "trainer.json"
+    deadline = time.time() + 120
+    while not marker.exists() and proc.poll() is None and time.time() < deadline:
+        time.sleep(0.02)
+    proc.send_signal(signal.SIGKILL)
+    proc.wait()
+    assert marker.exists(), "the run never reached its second checkpoint"
+    done_before = max(r["step"] for r in _records(cut))
+    assert done_before < 40, "the run finished before it was killed"
+    subprocess.run(_cli(shards, cut, *args), check=True, env=env, capture_output=True)
+    assert _curve(cut) == _curve(whole)
+    a = (whole / "checkpoints" / "step-40" / "model.safetensors").read_bytes()
+    assert a == (cut / "checkpoints" / "step-40" / "model.safetensors").read_bytes()
+
+
+def test_resume_refuses_another_config_and_restart_starts_over(shards, tmp_path, capsys):
+    run = tmp_path / "run"
+    train(_cfg(shards, run, "train.max_steps=4", "train.checkpoint_every=2"), quiet=True)
+    with pytest.raises(UserError, match=r"train.lr \(0.003 then, 0.001 now\)"):
+        train(_cfg(shards, run, "train.max_steps=4", "train.checkpoint_every=2", "train.lr=1e-3"), quiet=True)
+    tok, data = shards
+    code = main(["train", "--data", str(data), "--tokenizer", str(tok), "--out", str(run), "--quiet", *MICRO,
+                 "train.max_steps=4", "train.lr=1e-3"])
+    err = capsys.readouterr().err
+    assert code == 2 and err.count("\n") == 1 and "--restart" in err
+    code = main(["train", "--data", str(data), "--tokenizer", str(tok), "--out", str(run), "--quiet", "--restart",
+                 *MICRO, "train.max_steps=4", "train.lr=1e-3", "train.checkpoint_every=2"])
+    assert code == 0
+    assert sorted(p.name for p in (run / "checkpoints").iterdir()) == ["latest", "step-2", "step-4"]
+    assert [r["lr"] for r in _records(run) if "lr" in r][-1] < 1e-3
+
+
+def test_divergence_stops_and_keeps_the_last_good_checkpoint(shards, tmp_path, capsys):
+    run = tmp_path / "run"
+    cfg = _cfg(shards, run, "train.max_steps=50", "train.checkpoint_every=1", "train.warmup_steps=0",
+               "train.lr=2.0", "train.schedule=constant", "train.grad_clip=0")
+    with pytest.raises(TrainingStopped, match="last good checkpoint is .*step-") as err:
+        train(cfg, quiet=True)
+    step = int(str(err.value).split(":")[0].split()[1])
+    latest = (run / "checkpoints" / "latest").read_text().strip()
+    assert latest == f"step-{step - 1}"
+    tok, data = shards
+    code = main(["train", "--data", str(data), "--tokenizer", str(tok), "--out", str(tmp_path / "r2"), "--quiet",
+                 *MICRO, "train.max_steps=50", "train.checkpoint_every=1", "train.warmup_steps=0", "train.lr=2.0",
+                 "train.schedule=constant", "train.grad_clip=0"])
+    assert code == 1 and "training stopped" in capsys.readouterr().err
+
+
+def test_continued_pretraining_starts_from_the_checkpoint(shards, tmp_path):
+    base = tmp_path / "base"
+    train(_cfg(shards, base, "train.max_steps=40", "train.log_every=1"), quiet=True)
+    base_loss = [r["loss"] for r in _records(base) if "loss" in r]
+    cont = tmp_path / "cont"
+    train(_cfg(shards, cont, "train.max_steps=10", "train.log_every=1", f"train.init_from={base}",
+               "train.warmup_steps=5", "train.lr=1e-3"), quiet=True)
+    recs = [r for r in _records(cont) if "loss" in r]
+    assert recs[0]["loss"] < base_loss[0] - 1.0  # it did not start from scratch
+    assert [r["lr"] for r in recs[:5]] == pytest.approx([2e-4, 4e-4, 6e-4, 8e-4, 1e-3])  # re-warmed to the new peak
+
+
+def test_continued_pretraining_from_a_hugging_face_llama(shards, tmp_path):
+    from transformers import LlamaConfig, LlamaForCausalLM
+
+    torch.manual_seed(0)
+    hf = LlamaForCausalLM(LlamaConfig(vocab_size=384, hidden_size=32, intermediate_size=64, num_hidden_layers=2,
+                                      num_attention_heads=4, num_key_value_heads=2, max_position_embeddings=64))
+    hf.save_pretrained(tmp_path / "llama", safe_serialization=True)
+    run = tmp_path / "run"
+    train(_cfg(shards, run, "train.max_steps=3", f"train.init_from={tmp_path / 'llama'}"), quiet=True)
+    cfg = json.loads((run / "checkpoints" / "step-3" / "config.json").read_text())["model"]
+    assert cfg["positions"] == "rope" and cfg["norm"] == "rmsnorm" and cfg["mlp"] == "swiglu" and cfg["kv_heads"] == 2
+
+
+def test_bad_input_is_one_line(shards, tmp_path, capsys):
+    tok, data = shards
+    cases = [
+        (["train", "--tokenizer", str(tok), "--out", str(tmp_path / "a"), "train.max_steps=1"], "train.data is not set"),
+        (["train", "--data", str(data), "--tokenizer", str(tok), "--out", str(tmp_path / "b")], "max_steps"),
+        (["train", "--data", str(tmp_path), "--tokenizer", str(tok), "--out", str(tmp_path / "c"), "train.max_steps=1"],
+         "meta.json"),
+        (["train", "--data", str(data), "--tokenizer", str(tok), "--out", str(tmp_path / "d"), "train.max_steps=1",
+          "model.n_heads=3"], "n_heads"),
+        (["train", "--data", str(data), "--tokenizer", str(tok), "--out", str(tmp_path / "e"), "train.max_steps=1",
+          "train.seq_len=100000"], "exceeds the model's context"),
+        (["train", "--data", str(data), "--tokenizer", str(tok), "--out", str(tmp_path / "f"), "train.max_steps=1",
+          "train.optimizer=sgd"], "train.optimizer"),
+        (["plot", str(tmp_path)], "metrics.jsonl"),
+    ]
+    for argv, needle in cases:
+        assert main(argv) == 2, argv
+        err = capsys.readouterr().err
+        assert needle in err and err.count("\n") == 1, err
+
+
+def test_plot_command(shards, tmp_path, capsys):
+    run = tmp_path / "run"
+    train(_cfg(shards, run, "train.max_steps=6", "train.log_every=2", "train.eval_every=3"), quiet=True)
+    for p in (run / "plots").iterdir():
+        p.unlink()
+    assert main(["plot", str(run)]) == 0
+    out = capsys.readouterr().out.split()
+    assert sorted(Path(p).name for p in out) == ["bits_per_byte.png", "loss.png", "throughput.png"]
+    assert all(Path(p).read_bytes()[:8] == b"\x89PNG\r\n\x1a\n" for p in out)
