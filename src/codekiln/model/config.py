@@ -124,5 +124,7 @@ def flops_per_token(cfg: ModelConfig, seq_len: int | None = None) -> float:
     weighted sum over T keys (no causal halving, as in the nanoGPT/PaLM convention).
     """
     t = seq_len or cfg.context
-    n_matmul = param_count(cfg, embeddings=False) + cfg.vocab_size * cfg.d_model
+    d, kvd = cfg.d_model, cfg.kv_heads * cfg.head_dim
+    per_layer = 2 * d * d + 2 * d * kvd + (3 if cfg.mlp == "swiglu" else 2) * d * cfg.hidden
+    n_matmul = cfg.n_layers * per_layer + cfg.vocab_size * d
     return 6.0 * n_matmul + 12.0 * cfg.n_layers * cfg.d_model * t
