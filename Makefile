@@ -21,13 +21,15 @@ demo: $(STAMP)
 	$(BIN)/codekiln data build python-stdlib python-packages --out $(DEMO_OUT)/corpus --config configs/demo.yaml
 	$(BIN)/codekiln tokenizer train --corpus $(DEMO_OUT)/corpus --out $(DEMO_OUT)/tokenizer --config configs/demo.yaml
 	$(BIN)/codekiln tokenizer stats --tokenizer $(DEMO_OUT)/tokenizer --corpus $(DEMO_OUT)/corpus --compare cl100k_base
-	$(BIN)/codekiln data tokenize --corpus $(DEMO_OUT)/corpus --tokenizer $(DEMO_OUT)/tokenizer --out $(DEMO_OUT)/tokens --config configs/demo.yaml
+	$(BIN)/codekiln data tokenize --corpus $(DEMO_OUT)/corpus --tokenizer $(DEMO_OUT)/tokenizer --out $(DEMO_OUT)/tokens --val-fraction 0.02 --config configs/demo.yaml
+	$(BIN)/codekiln train --config configs/demo.yaml --data $(DEMO_OUT)/tokens --tokenizer $(DEMO_OUT)/tokenizer --out $(DEMO_OUT)/run
 
 test: $(STAMP)
 	$(BIN)/python -m pytest -q
 
 bench: $(STAMP)
 	$(BIN)/python benchmarks/data_build.py
+	$(BIN)/python benchmarks/train_throughput.py
 
 clean:
 	rm -rf $(VENV) runs .pytest_cache .hypothesis

@@ -173,12 +173,16 @@ def _print_train_summary(summary: dict) -> None:
     table = Table(title="codekiln train", show_header=False, show_edge=False)
     table.add_row("steps", f"{summary['steps']:,}")
     table.add_row("tokens", f"{summary['tokens']:,}")
-    table.add_row("final train loss", f"{summary['loss']:.4f}")
+    if summary.get("loss_curve"):
+        first, last = summary["loss_curve"]
+        table.add_row("train loss (first -> last log)", f"{first:.4f} -> {last:.4f}")
+    if summary.get("val_bpb_curve"):
+        first, last = summary["val_bpb_curve"]
+        table.add_row("val bits/byte (first -> last eval)", f"{first:.4f} -> {last:.4f}")
     if "val_loss" in summary:
         table.add_row("final val loss", f"{summary['val_loss']:.4f}")
-        table.add_row("final val bits/byte", f"{summary['val_bpb']:.4f}")
         for lang, bpb in sorted(summary["val_bpb_by_lang"].items()):
-            table.add_row(f"  {lang}", f"{bpb:.4f}")
+            table.add_row(f"  val bits/byte, {lang}", f"{bpb:.4f}")
     table.add_row("time", f"{summary['elapsed_s']:.0f} s")
     table.add_row("run directory", summary["run"])
     for path in summary.get("plots", []):

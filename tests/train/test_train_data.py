@@ -54,13 +54,26 @@ def test_samples_follow_shares(data):
     assert counts == {"JavaScript": 100, "Python": 300}  # the greedy blend is exact, not just on average
 
 
-def test_batches_are_shifted_windows_of_the_stream(data):
+def test_batches_interleave_streams_that_waste_nothing(data):
     tok, s = data
-    stream = _stream(s, tok, fim_rate=0.0, language_weights={"Python": 1.0})
+    stream = _stream(s, tok, fim_rate=0.0, language_weights={"Python": 1.0}, batch_size=64)
+    walk = stream.walks[0]
+    assert walk.streams == 64
     x1, y1 = stream.next_batch()
-    assert x1.shape == y1.shape == (4, 32) and x1.dtype == np.int64
+    x2, y2 = stream.next_batch()
+    assert x1.shape == y1.shape == (64, 32) and x1.dtype == np.int64
     assert np.array_equal(x1[:, 1:], y1[:, :-1])
-    assert np.array_equal(y1[:-1, -1], x1[1:, 0])  # the next sample starts where this one's inputs ended
+    # row j of the next batch continues stream j exactly where this batch's row j ended
+    assert np.array_equal(y1[:, -1], x2[:, 0])
+    # and the streams read different documents: rows of a batch start in different places
+    assert len({tuple(r) for r in x1.tolist()}) == 64
+    # stream j reads documents j, j+64, ... of the epoch's order, back to back
+    eot = tok.eot_id
+    first = [s.doc("train", int(walk.order(0)[j])) for j in range(3)]
+    for j in range(3):
+        got = np.concatenate([x1[j], x2[j]])
+        want = first[j][: got.size]
+        assert np.array_equal(got[: want.size], want)
 
 
 def test_epochs_repeat_in_a_new_order(data):
@@ -68,7 +81,7 @@ def test_epochs_repeat_in_a_new_order(data):
     stream = _stream(s, tok, fim_rate=0.0, language_weights={"JavaScript": 1.0}, batch_size=8)
     walk = stream.walks[0]
     order0 = walk.order(0).copy()
-    while walk.epoch < 2:
+    while min(c[0] for c in walk.cursors) < 2:
         stream.next_batch()
     assert sorted(walk.order(1).tolist()) == sorted(order0.tolist()) and not np.array_equal(walk.order(1), order0)
     assert stream.epochs()["JavaScript"] >= 2

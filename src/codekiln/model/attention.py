@@ -115,6 +115,8 @@ def flash(q, k, v, slopes=None, doc_ids=None):
 
     if doc_ids is not None:
         raise ValueError("the flash-attn path does not take a document mask; use flex")
+    if q.dtype not in (torch.float16, torch.bfloat16):  # flash-attn computes in 16-bit only
+        return flex(q, k, v, slopes, doc_ids)
     out = flash_attn_func(q.transpose(1, 2), k.transpose(1, 2), v.transpose(1, 2), causal=True,
                           alibi_slopes=None if slopes is None else slopes.to(q.device, torch.float32))
     return out.transpose(1, 2)

@@ -70,8 +70,20 @@ def save(run: Path, step: int, model_state: dict, cfg: ModelConfig, optim_state:
     atomic_write_bytes(run / "checkpoints" / "latest", f"{final.name}\n".encode())
     steps = sorted(int(p.name.split("-")[1]) for p in (run / "checkpoints").glob("step-*") if p.is_dir())
     for old in steps[:-keep]:
-        shutil.rmtree(checkpoint_dir(run, old), ignore_errors=True)
+        if old != step:
+            shutil.rmtree(checkpoint_dir(run, old), ignore_errors=True)
     return final
+
+
+def clean(run: Path, resumed: Path) -> None:
+    """Before resuming: drop checkpoints newer than the one resumed and temporaries of killed saves."""
+    base = run / "checkpoints"
+    step = int(resumed.name.split("-")[1])
+    for p in base.iterdir():
+        if p.name.startswith(".step-"):
+            shutil.rmtree(p, ignore_errors=True)
+        elif p.name.startswith("step-") and p.is_dir() and int(p.name.split("-")[1]) > step:
+            shutil.rmtree(p, ignore_errors=True)
 
 
 def load_trainer(path: Path) -> dict:

@@ -4,9 +4,10 @@ Each (directory, language) pair is a component. Components are drawn in fixed sh
 deterministic blend (each next sample goes to the component furthest below its share), and each
 component walks its documents in a fresh seeded order every epoch, so small languages repeat while
 large ones do not (Muennighoff et al. 2023: up to ~4 epochs of good data is about as good as new data).
-Documents are packed back to back, `<|endoftext|>` between them; a sample is seq_len + 1 tokens and
-the next sample of the component starts seq_len tokens later. Every rank walks its own slice of each
-epoch's order. The whole position is a small dict (`state_dict`), saved with each checkpoint, so a
+Documents are packed back to back, `<|endoftext|>` between them, in 64 interleaved streams per
+component, so the rows of a batch come from different documents; a sample is seq_len + 1 tokens and
+the stream's next sample starts seq_len tokens later. Every rank walks its own slice of each epoch's
+order. The whole position is a small dict (`state_dict`), saved with each checkpoint, so a
 resumed run sees exactly the batches it would have seen.
 """
 
@@ -112,16 +113,26 @@ def mixture(sets: list[ShardSet], data_weights: list[float] | None, language_wei
     return comps
 
 
+STREAMS = 64  # interleaved read positions per component and rank (see _Walk)
+
+
 class _Walk:
-    """One component's packed token stream for one rank: epochs of seeded document orders, with FIM."""
+    """One component's token streams for one rank: epochs of seeded document orders, with FIM.
+
+    The rank's documents of an epoch are dealt to `streams` interleaved streams, and consecutive
+    samples of the component come from consecutive streams. So the rows of a batch come from
+    different documents (a single long file would otherwise fill many batches in a row), while each
+    stream still reads its documents back to back, wasting nothing.
+    """
 
     def __init__(self, comp: Component, key: int, seed: int, rank: int, world: int, tok, fim_rate: float,
-                 spm_rate: float):
+                 spm_rate: float, streams: int = STREAMS):
         self.comp, self.key, self.seed, self.rank, self.world = comp, key, seed, rank, world
         self.tok, self.fim_rate, self.spm_rate = tok, fim_rate, spm_rate
-        self.epoch = self.pos = self.offset = 0
         self._orders: OrderedDict[int, np.ndarray] = OrderedDict()
-        self._docs: OrderedDict[tuple[int, int], np.ndarray] = OrderedDict()
+        self.streams = max(1, min(streams, self.order(0).size))
+        self.cursors = [(0, 0, 0) for _ in range(self.streams)]  # per stream: (epoch, position, offset)
+        self._docs: list[OrderedDict] = [OrderedDict() for _ in range(self.streams)]
 
     def order(self, epoch: int) -> np.ndarray:
         """This rank's documents for an epoch: a seeded permutation, every world-th from rank."""
@@ -133,41 +144,51 @@ class _Walk:
                 self._orders.popitem(last=False)
         return self._orders[epoch]
 
-    def doc(self, epoch: int, pos: int) -> np.ndarray:
-        """The document at a position of an epoch, FIM applied (keyed by seed, component, epoch, doc)."""
-        k = (epoch, pos)
-        if k not in self._docs:
-            d = int(self.order(epoch)[pos])
+    def _length(self, epoch: int, j: int) -> int:
+        """Documents stream j reads in an epoch."""
+        return len(range(j, self.order(epoch).size, self.streams))
+
+    def doc(self, epoch: int, j: int, pos: int) -> np.ndarray:
+        """Document `pos` of stream j in an epoch, FIM applied (keyed by seed, component, epoch, document)."""
+        cache = self._docs[j]
+        if (epoch, pos) not in cache:
+            d = int(self.order(epoch)[j + pos * self.streams])
             ids = self.comp.shards.doc("train", d)
             if self.fim_rate > 0 and self.tok is not None:
                 rng = np.random.default_rng([self.seed, self.key, epoch, d, 1])
                 body = fim.transform(ids[:-1], self.tok, rng, self.fim_rate, self.spm_rate)
                 ids = np.concatenate([body, ids[-1:]])
-            self._docs[k] = ids
-            while len(self._docs) > 4:
-                self._docs.popitem(last=False)
-        return self._docs[k]
+            cache[(epoch, pos)] = ids
+            while len(cache) > 2:
+                cache.popitem(last=False)
+        return cache[(epoch, pos)]
 
-    def read(self, cursor: tuple[int, int, int], n: int) -> tuple[np.ndarray, tuple[int, int, int]]:
-        """n tokens from a cursor (epoch, position, offset), and the cursor after them."""
+    def read(self, j: int, cursor: tuple[int, int, int], n: int) -> tuple[np.ndarray, tuple[int, int, int]]:
+        """n tokens of stream j from a cursor (epoch, position, offset), and the cursor after them."""
         epoch, pos, off = cursor
         out, need = [], n
         while need:
-            ids = self.doc(epoch, pos)
+            ids = self.doc(epoch, j, pos)
             chunk = ids[off: off + need]
             out.append(chunk)
             need -= chunk.size
             off += chunk.size
             if off >= ids.size:
-                epoch, pos, off = (epoch, pos + 1, 0) if pos + 1 < self.order(epoch).size else (epoch + 1, 0, 0)
+                epoch, pos, off = (epoch, pos + 1, 0) if pos + 1 < self._length(epoch, j) else (epoch + 1, 0, 0)
         return np.concatenate(out), (epoch, pos, off)
 
-    def sample(self, seq_len: int) -> np.ndarray:
-        """seq_len + 1 tokens; the next sample starts seq_len tokens later."""
-        head, after = self.read((self.epoch, self.pos, self.offset), seq_len)
-        tail, _ = self.read(after, 1)
-        self.epoch, self.pos, self.offset = after
+    def sample(self, k: int, seq_len: int) -> np.ndarray:
+        """The component's k-th sample: seq_len + 1 tokens of stream k mod streams, which then moves seq_len on."""
+        j = k % self.streams
+        head, after = self.read(j, self.cursors[j], seq_len)
+        tail, _ = self.read(j, after, 1)
+        self.cursors[j] = after
         return np.concatenate([head, tail])
+
+    def epochs(self) -> float:
+        """Epochs completed, averaged over the streams (fractional)."""
+        done = [e + p / max(1, self._length(e, j)) for j, (e, p, _) in enumerate(self.cursors)]
+        return sum(done) / len(done)
 
 
 class TrainStream:
@@ -189,22 +210,18 @@ class TrainStream:
         rows = []
         for _ in range(self.batch_size):
             c = self._pick()
+            rows.append(self.walks[c].sample(int(self.counts[c]), self.seq_len))
             self.counts[c] += 1
-            rows.append(self.walks[c].sample(self.seq_len))
         arr = np.stack(rows)
         return arr[:, :-1], arr[:, 1:]
 
     def epochs(self) -> dict[str, float]:
         """Epochs completed per component (fractional) on this rank."""
-        out = {}
-        for w in self.walks:
-            n = w.order(w.epoch).size
-            out[w.comp.name] = round(w.epoch + w.pos / max(1, n), 4)
-        return out
+        return {w.comp.name: round(w.epochs(), 4) for w in self.walks}
 
     def state_dict(self) -> dict:
         """The whole data position."""
-        return {"counts": self.counts.tolist(), "walks": [[w.epoch, w.pos, w.offset] for w in self.walks],
+        return {"counts": self.counts.tolist(), "walks": [[list(c) for c in w.cursors] for w in self.walks],
                 "components": [c.name for c in self.comps]}
 
     def load_state_dict(self, state: dict) -> None:
@@ -212,8 +229,10 @@ class TrainStream:
         if state["components"] != [c.name for c in self.comps]:
             raise UserError("the checkpoint's data position is for other data (components differ)")
         self.counts = np.asarray(state["counts"], dtype=np.int64)
-        for w, (e, p, o) in zip(self.walks, state["walks"]):
-            w.epoch, w.pos, w.offset = e, p, o
+        for w, cursors in zip(self.walks, state["walks"]):
+            if len(cursors) != w.streams:
+                raise UserError("the checkpoint's data position is for other data (streams differ)")
+            w.cursors = [tuple(c) for c in cursors]
 
 
 def plan_table(comps: list[Component], total_tokens: int | None) -> list[dict]:
@@ -237,17 +256,18 @@ def token_bytes(tok) -> np.ndarray:
 
 
 class ValSet:
-    """Fixed validation sequences from the val splits: inputs, targets, target bytes and target language."""
+    """Fixed validation sequences: val documents in a fixed shuffled order up to a token budget, packed."""
 
     def __init__(self, sets: list[ShardSet], seq_len: int, max_tokens: int, tok_bytes: np.ndarray):
         ids, langs = [], []
-        budget = max_tokens + 1
         names = sorted({lang for s in sets for lang in s.index["val"]["lang"].tolist()})
         self.languages = names
         code = {n: i for i, n in enumerate(names)}
-        for s in sets:
+        for s in sets:  # each directory gets an equal part of the budget, so every one is measured
+            budget = (max_tokens + 1) // len(sets)
             ix = s.index["val"]
-            for i in range(len(ix["tokens"])):
+            # a fixed shuffle, so a budget smaller than the split still samples every part of it
+            for i in np.random.default_rng(0).permutation(len(ix["tokens"])).tolist():
                 if budget <= 0:
                     break
                 d = s.doc("val", i)[:budget]

@@ -30,8 +30,10 @@ from codekiln.train.optim import build_optimizer
 from codekiln.train.schedule import lr_at
 
 # Keys that may change between a run and its resumption without changing what it computes.
+# The stability knobs are among them, so a run stopped by a loss spike can resume with a lower LR.
 RESUMABLE_KEYS = {"log_every", "eval_every", "checkpoint_every", "keep_checkpoints", "wandb_project", "threads",
-                  "out", "data", "tokenizer"}
+                  "out", "data", "tokenizer", "lr", "warmup_steps", "spike_factor", "grad_clip", "eval_tokens",
+                  "compile", "activation_checkpointing", "peak_tflops"}
 
 
 class TrainingStopped(Exception):
@@ -81,7 +83,7 @@ def model_config(cfg: Config, vocab_size: int) -> ModelConfig:
     return preset(cfg.model.preset, vocab_size=64 * math.ceil(vocab_size / 64), **fields)
 
 
-def _init_weights(source: str, vocab_size: int, attn_impl: str | None) -> tuple[ModelConfig, dict]:
+def _init_weights(source: str, vocab_size: int, attn_impl: str | None, tok_sha: str) -> tuple[ModelConfig, dict]:
     """Continued pretraining: config and weights of one of our checkpoints or a Hugging Face Llama directory."""
     from codekiln.export.hf_llama import is_hf_llama_dir, load_llama
 
@@ -89,6 +91,9 @@ def _init_weights(source: str, vocab_size: int, attn_impl: str | None) -> tuple[
         mcfg, state = load_llama(source)
     else:
         ckpt = checkpoint.resolve(source)
+        source_tok = ckpt.parent.parent / "tokenizer" / "tokenizer.json"
+        if source_tok.is_file() and hashlib.sha256(source_tok.read_bytes()).hexdigest() != tok_sha:
+            raise UserError(f"train.init_from {source} was trained with another tokenizer than train.tokenizer")
         mcfg = ModelConfig.from_dict(json.loads((ckpt / "config.json").read_text())["model"])
         state = checkpoint.read_model_tensors(ckpt / "model.safetensors", mcfg)
     if mcfg.vocab_size < vocab_size:
@@ -99,23 +104,31 @@ def _init_weights(source: str, vocab_size: int, attn_impl: str | None) -> tuple[
     return mcfg, state
 
 
-def _prepare_run(run: Path, cfg: Config, restart: bool, d: parallel.Dist) -> Path | None:
-    """Resume, refuse or start over; returns the checkpoint to resume from."""
-    found = checkpoint.latest(run)
+def _prepare_run(run: Path, cfg: Config, restart: bool, d: parallel.Dist, fingerprint: dict) -> Path | None:
+    """Resume, refuse or start over; returns the checkpoint to resume from. Checks run on every rank."""
+    is_run = (run / "config.yaml").is_file()
+    if run.exists() and not is_run and any(p.name != ".tokenizer.tmp" for p in run.iterdir()):
+        raise UserError(f"train.out {run} is not empty and is not a run directory; choose another")
+    found = checkpoint.latest(run) if is_run else None
     if found is not None and not restart:
         saved = yaml.safe_load((run / "config.yaml").read_text())
         now = cfg.model_dump(mode="json")
         if _semantic(saved) != _semantic(now):
             raise UserError(f"{run} holds a run with another config: {_first_difference(_semantic(saved), _semantic(now))}; "
                             "use another train.out, or --restart to start over")
+        before = checkpoint.load_trainer(found).get("inputs")
+        if before is not None and before != fingerprint:
+            what = "tokenizer" if before.get("tokenizer") != fingerprint.get("tokenizer") else "training data"
+            raise UserError(f"{run} was trained with another {what} than train.{'tokenizer' if what == 'tokenizer' else 'data'}"
+                            " now names; use another train.out, or --restart to start over")
+        if d.main:
+            checkpoint.clean(run, found)
         return found
-    if d.main and restart:
+    if d.main and is_run:  # start over: remove what an earlier attempt of this run wrote, nothing else
         for name in ("checkpoints", "tensorboard", "plots"):
             shutil.rmtree(run / name, ignore_errors=True)
-        for name in ("metrics.jsonl", "summary.json"):
+        for name in ("metrics.jsonl", "summary.json", "wandb_id"):
             (run / name).unlink(missing_ok=True)
-    elif d.main and run.exists() and any(run.iterdir()) and not (run / "config.yaml").is_file():
-        raise UserError(f"train.out {run} is not empty and is not a run directory; choose another")
     return None
 
 
@@ -134,18 +147,25 @@ def _evaluate(model, val: ValSet, batch_size: int, device, autocast, d: parallel
     model.eval()
     n_lang = len(val.languages)
     sums = np.zeros(3 + 2 * n_lang)  # nats, tokens, bytes, then nats and bytes per language
+    # Every rank runs the same number of forward passes (FSDP2 all-gathers in each); a rank short of rows
+    # repeats row 0 with weight 0.
+    per_rank = -(-len(val) // d.world)
+    rows = list(range(d.rank, len(val), d.world))
+    rows += [-1] * (per_rank - len(rows))
     with torch.no_grad():
-        rows = list(range(d.rank, len(val), d.world))
         for i in range(0, len(rows), batch_size):
-            idx = rows[i: i + batch_size]
+            chunk = rows[i: i + batch_size]
+            idx = [max(r, 0) for r in chunk]
+            weight = np.repeat([1.0 if r >= 0 else 0.0 for r in chunk], val.inputs.shape[1])
             x = torch.from_numpy(val.inputs[idx]).to(device)
             y = torch.from_numpy(val.targets[idx]).to(device)
             with autocast():
                 logits = model(x, _doc_ids(x, eot) if doc_mask else None)
             nats = F.cross_entropy(logits.float().flatten(0, 1), y.flatten(), reduction="none").double().cpu().numpy()
-            nbytes, lang = val.target_bytes[idx].ravel(), val.target_lang[idx].ravel()
+            nats = nats * weight
+            nbytes, lang = val.target_bytes[idx].ravel() * weight, val.target_lang[idx].ravel()
             sums[0] += nats.sum()
-            sums[1] += nats.size
+            sums[1] += weight.sum()
             sums[2] += nbytes.sum()
             sums[3: 3 + n_lang] += np.bincount(lang, weights=nats, minlength=n_lang)
             sums[3 + n_lang:] += np.bincount(lang, weights=nbytes, minlength=n_lang)
@@ -183,6 +203,11 @@ def train(cfg: Config, restart: bool = False, quiet: bool = False) -> dict:
             raise UserError(f"train.{key} is not set (config file, --{key} or train.{key}=...)")
     if not t.max_steps and not t.max_tokens:
         raise UserError("set train.max_steps or train.max_tokens")
+    if t.wandb_project:  # checked on every rank, before any of them waits for another
+        try:
+            import wandb  # noqa: F401
+        except ImportError:
+            raise UserError("train.wandb_project is set but wandb is not installed (pip install wandb)") from None
     d = parallel.init()
     try:
         return _train(cfg, d, restart, quiet)
@@ -203,11 +228,15 @@ def _train(cfg: Config, d: parallel.Dist, restart: bool, quiet: bool) -> dict:
     for s in sets:
         if s.meta["tokenizer_sha256"] != tok_sha:
             raise UserError(f"{s.path} was tokenized with another tokenizer than {tok_dir}")
-    resume_from = _prepare_run(run, cfg, restart, d)
+    inputs = {"tokenizer": tok_sha, "data": [{"tokenizer": st.meta["tokenizer_sha256"],
+                                              "train": {k: st.meta["splits"]["train"][k] for k in ("tokens", "docs")},
+                                              "val": {k: st.meta["splits"]["val"][k] for k in ("tokens", "docs")}}
+                                             for st in sets]}
+    resume_from = _prepare_run(run, cfg, restart, d, inputs)
     parallel.barrier(d)
 
     if t.init_from:
-        mcfg, init_state = _init_weights(t.init_from, tok.vocab_size, cfg.model.attn_impl)
+        mcfg, init_state = _init_weights(t.init_from, tok.vocab_size, cfg.model.attn_impl, tok_sha)
     else:
         mcfg, init_state = model_config(cfg, tok.vocab_size), None
     seq_len = t.seq_len or mcfg.context
@@ -232,6 +261,11 @@ def _train(cfg: Config, d: parallel.Dist, restart: bool, quiet: bool) -> dict:
     comps = mixture(sets, t.data_weights, t.language_weights)
     stream = TrainStream(comps, seq_len, t.batch_size, cfg.seed, d.rank, d.world, tok, t.fim_rate, t.fim_spm_rate)
     val = ValSet(sets, seq_len, t.eval_tokens, token_bytes(tok))
+    if len(val) == 0:
+        raise UserError(f"no validation sequence of {seq_len + 1} tokens: the val splits hold "
+                        f"{sum(st.meta['splits']['val']['tokens'] for st in sets)} tokens and train.eval_tokens is "
+                        f"{t.eval_tokens} (rerun codekiln data tokenize with a larger --val-fraction, or raise "
+                        "train.eval_tokens)")
 
     step, tokens, elapsed, ema = 0, 0, 0.0, None
     if resume_from is not None:
@@ -268,7 +302,12 @@ def _train(cfg: Config, d: parallel.Dist, restart: bool, quiet: bool) -> dict:
     last_eval: dict = {}
     loss_value = float("nan")
     progress = _Progress(total_steps, step, enabled=d.main and not quiet)
+    if step == 0 and total_steps > 0:  # where the curves start: the untrained (or imported) model
+        last_eval = {"step": 0, **_evaluate(model, val, t.batch_size, device, autocast, d, t.doc_mask, eot)}
+        log.write(last_eval)
+        progress.log(last_eval)
     window_time, window_tokens = 0.0, 0
+    window_loss, window_steps = state["loss_window"] if resume_from is not None else (0.0, 0)
     wall = time.perf_counter()
     try:
         while step < total_steps:
@@ -288,6 +327,7 @@ def _train(cfg: Config, d: parallel.Dist, restart: bool, quiet: bool) -> dict:
                     (loss / t.grad_accum).backward()
                 loss_sum += loss.item()
             loss_value = parallel.all_reduce_sum([loss_sum / t.grad_accum], d)[0] / d.world
+            window_loss += loss_value
             params = [p for p in model.parameters() if p.grad is not None]
             grad_norm = float(torch.nn.utils.clip_grad_norm_(params, t.grad_clip if t.grad_clip > 0 else float("inf")))
             _check(loss_value, grad_norm, ema, step, t, run)
@@ -299,17 +339,19 @@ def _train(cfg: Config, d: parallel.Dist, restart: bool, quiet: bool) -> dict:
             tokens += batch_tokens
             window_tokens += batch_tokens
             window_time += time.perf_counter() - step_start
+            window_steps += 1
             progress.update(step, loss_value)
             if step % t.log_every == 0 or step == total_steps:
                 now = time.perf_counter()
                 elapsed, wall = elapsed + now - wall, now
                 tps = window_tokens / max(window_time, 1e-9)  # training steps only, not evals or checkpoints
-                record = {"step": step, "tokens": tokens, "loss": round(loss_value, 6), "lr": lr,
+                # the loss is the mean over the steps since the previous record
+                record = {"step": step, "tokens": tokens, "loss": round(window_loss / window_steps, 6), "lr": lr,
                           "grad_norm": round(grad_norm, 6), "tokens_per_s": round(tps, 1),
                           "mfu": round(tps / d.world * fpt / peak, 5) if peak else None, "elapsed_s": round(elapsed, 2)}
                 log.write(record)
                 progress.log(record)
-                window_time, window_tokens = 0.0, 0
+                window_time, window_tokens, window_loss, window_steps = 0.0, 0, 0.0, 0
             if step % t.eval_every == 0 or step == total_steps:
                 last_eval = {"step": step, **_evaluate(model, val, t.batch_size, device, autocast, d, t.doc_mask, eot)}
                 log.write(last_eval)
@@ -317,15 +359,26 @@ def _train(cfg: Config, d: parallel.Dist, restart: bool, quiet: bool) -> dict:
             if step % t.checkpoint_every == 0 or step == total_steps:
                 now = time.perf_counter()
                 elapsed, wall = elapsed + now - wall, now
-                _save(run, step, tokens, elapsed, ema, model, optimizer, stream, mcfg, d, t.keep_checkpoints)
+                _save(run, step, tokens, elapsed, ema, model, optimizer, stream, mcfg, d, t.keep_checkpoints,
+                      [window_loss, window_steps], inputs)
     finally:
         progress.close()
         log.close()
-    summary = {"steps": step, "tokens": tokens, "loss": loss_value, **{k: v for k, v in last_eval.items() if k != "step"},
-               "epochs": stream.epochs(), "elapsed_s": round(elapsed, 1), "run": str(run)}
+    summary = {"steps": step, "tokens": tokens, "epochs": stream.epochs(), "elapsed_s": round(elapsed, 1),
+               "run": str(run)}
     if d.main:
         from codekiln.train.plot import plot_run
 
+        records = metrics.read(run)
+        last_train = [r for r in records if "loss" in r]
+        last_val = [r for r in records if "val_loss" in r]
+        summary["loss"] = last_train[-1]["loss"] if last_train else None
+        if last_val:
+            summary.update({k: v for k, v in last_val[-1].items() if k != "step"})
+        losses = [r["loss"] for r in records if "loss" in r]
+        bpbs = [r["val_bpb"] for r in records if "val_bpb" in r]
+        summary["loss_curve"] = [losses[0], losses[-1]] if losses else []
+        summary["val_bpb_curve"] = [bpbs[0], bpbs[-1]] if bpbs else []
         summary["plots"] = [str(p) for p in plot_run(run)]
         atomic_write_bytes(run / "summary.json", (json.dumps(summary, indent=2) + "\n").encode())
     return summary
@@ -361,7 +414,7 @@ def _check(loss: float, grad_norm: float, ema: float | None, step: int, t, run: 
                               f"{ema:.3f}; {keep} (lower train.lr, then resume)")
 
 
-def _save(run, step, tokens, elapsed, ema, model, optimizer, stream, mcfg, d, keep):
+def _save(run, step, tokens, elapsed, ema, model, optimizer, stream, mcfg, d, keep, window, inputs):
     from torch.distributed.checkpoint.state_dict import StateDictOptions, get_model_state_dict, get_optimizer_state_dict
 
     opts = StateDictOptions(full_state_dict=True, cpu_offload=True)
@@ -371,7 +424,7 @@ def _save(run, step, tokens, elapsed, ema, model, optimizer, stream, mcfg, d, ke
     rng_states = parallel.gather_objects(_rng_state(), d)
     if d.main:
         trainer = {"step": step, "tokens": tokens, "elapsed_s": elapsed, "loss_ema": ema, "world": d.world,
-                   "data": data_states, "rng": rng_states}
+                   "data": data_states, "rng": rng_states, "loss_window": window, "inputs": inputs}
         checkpoint.save(run, step, model_state, mcfg, optim_state, trainer, keep)
     parallel.barrier(d)
 

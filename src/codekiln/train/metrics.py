@@ -76,8 +76,11 @@ class MetricsLog:
                 import wandb
             except ImportError:
                 raise UserError("train.wandb_project is set but wandb is not installed (pip install wandb)") from None
+            id_file = run / "wandb_id"  # one W&B run per run directory, a new one after --restart
+            if not id_file.is_file():
+                id_file.write_text(wandb.util.generate_id() + "\n")
             self.wandb = wandb.init(project=wandb_project, dir=str(run), config=config,
-                                    id=run.resolve().name, resume="allow")
+                                    id=id_file.read_text().strip(), resume="allow")
 
     def write(self, record: dict) -> None:
         """One record: a JSON line, and its numbers as scalars."""

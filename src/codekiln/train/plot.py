@@ -44,7 +44,7 @@ def plot_run(run: str | Path) -> list[Path]:
     out = run / "plots"
     out.mkdir(exist_ok=True)
     tokens_m = lambda rs: [r["tokens"] / 1e6 for r in rs]  # noqa: E731
-    val_tokens = {r["step"]: r["tokens"] / 1e6 for r in train}
+    val_tokens = {0: 0.0, **{r["step"]: r["tokens"] / 1e6 for r in train}}
     val_x = [val_tokens.get(r["step"], float(r["step"])) for r in val]
     xlabel_val = "tokens (M)" if all(r["step"] in val_tokens for r in val) else "step"
     loss_series = [("train loss", tokens_m(train), [r["loss"] for r in train]),
