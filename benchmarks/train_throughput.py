@@ -14,6 +14,8 @@ from __future__ import annotations
 
 import argparse
 import math
+import subprocess
+import sys
 import time
 
 import torch
@@ -84,56 +86,66 @@ def measure(model, opt, batches, autocast_dtype=None) -> float:
     return sum(x.numel() for x, _ in batches[2:]) / (time.perf_counter() - start)
 
 
+ROWS = {
+    "baseline": "plain GPT, fp32 eager, AdamW (baseline)",
+    "plain-ftz": "plain GPT + flushed denormals",
+    "plain-ftz-sdpa": "plain GPT + flushed denormals + SDPA attention (nanoGPT)",
+    "codekiln": "codekiln tiny, the trainer's defaults (LionW, {dtype})",
+    "codekiln-compile": "codekiln tiny + torch.compile (train.compile=true)",
+}
+
+
+def run_row(row: str, steps: int, batch: int, seq: int) -> float:
+    """tokens/s of one configuration; called in a fresh process (see main)."""
+    cfg = preset("tiny")
+    # Flushing must be set before the first parallel op: OpenMP worker threads copy the floating-point
+    # mode of the thread that creates them, and torch.set_flush_denormal only changes the calling thread.
+    torch.set_flush_denormal(row != "baseline")
+    gen = torch.Generator().manual_seed(0)
+    batches = [(torch.randint(0, cfg.vocab_size, (batch, seq), generator=gen),
+                torch.randint(0, cfg.vocab_size, (batch, seq), generator=gen)) for _ in range(steps + 2)]
+    torch.manual_seed(0)
+    if row.startswith(("baseline", "plain")):
+        model = PlainGPT(cfg.vocab_size, cfg.d_model, cfg.n_layers, cfg.n_heads, seq, sdpa=row.endswith("sdpa"))
+        return measure(model, torch.optim.AdamW(model.parameters(), lr=3e-4), batches)
+    dtype = choose_precision("auto", torch.device("cpu"))
+    model = Transformer(cfg)
+    if row == "codekiln-compile":
+        for block in model.blocks:
+            block.compile()
+    return measure(model, build_optimizer(model, "lionw", 1e-4, 3e-5), batches,
+                   dtype if dtype != torch.float32 else None)
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--steps", type=int, default=10)
     ap.add_argument("--batch", type=int, default=8)
     ap.add_argument("--seq", type=int, default=512)
     ap.add_argument("--compile", action="store_true", help="also measure codekiln with torch.compile")
+    ap.add_argument("--row", choices=ROWS, help=argparse.SUPPRESS)
     args = ap.parse_args()
+    if args.row:
+        print(run_row(args.row, args.steps, args.batch, args.seq))
+        return
+    # Every configuration runs in its own process, so none inherits another's thread pool or FP mode.
+    rows = [r for r in ROWS if args.compile or r != "codekiln-compile"]
+    results = {}
+    for row in rows:
+        out = subprocess.run([sys.executable, __file__, "--row", row, "--steps", str(args.steps), "--batch",
+                              str(args.batch), "--seq", str(args.seq)], capture_output=True, text=True, check=True)
+        results[row] = float(out.stdout.strip().splitlines()[-1])
     cfg = preset("tiny")
-    gen = torch.Generator().manual_seed(0)
-    batches = [(torch.randint(0, cfg.vocab_size, (args.batch, args.seq), generator=gen),
-                torch.randint(0, cfg.vocab_size, (args.batch, args.seq), generator=gen)) for _ in range(args.steps + 2)]
-    rows = []
-
-    torch.set_flush_denormal(False)
-    torch.manual_seed(0)
-    base = PlainGPT(cfg.vocab_size, cfg.d_model, cfg.n_layers, cfg.n_heads, args.seq)
-    base_tps = measure(base, torch.optim.AdamW(base.parameters(), lr=3e-4), batches)
-    rows.append(("plain GPT, fp32 eager, AdamW (baseline)", base_tps))
-
-    torch.set_flush_denormal(True)
-    torch.manual_seed(0)
-    base = PlainGPT(cfg.vocab_size, cfg.d_model, cfg.n_layers, cfg.n_heads, args.seq)
-    rows.append(("plain GPT + flushed denormals", measure(base, torch.optim.AdamW(base.parameters(), lr=3e-4), batches)))
-    torch.manual_seed(0)
-    base = PlainGPT(cfg.vocab_size, cfg.d_model, cfg.n_layers, cfg.n_heads, args.seq, sdpa=True)
-    rows.append(("plain GPT + flushed denormals + SDPA attention (nanoGPT)",
-                 measure(base, torch.optim.AdamW(base.parameters(), lr=3e-4), batches)))
-
-    dtype = choose_precision("auto", torch.device("cpu"))
-    amp = dtype if dtype != torch.float32 else None
-    torch.manual_seed(0)
-    ours = Transformer(cfg)
-    rows.append((f"codekiln tiny, {str(dtype).removeprefix('torch.')}, LionW (the trainer's defaults)",
-                 measure(ours, build_optimizer(ours, "lionw", 1e-4, 3e-5), batches, amp)))
-    if args.compile:
-        torch.manual_seed(0)
-        ours = Transformer(cfg)
-        for block in ours.blocks:
-            block.compile()
-        rows.append(("codekiln tiny + torch.compile (train.compile=true)",
-                     measure(ours, build_optimizer(ours, "lionw", 1e-4, 3e-5), batches, amp)))
-
     fpt = flops_per_token(cfg, args.seq)
+    torch.set_flush_denormal(True)
     peak = measure_cpu_peak(torch.float32)
-    print(f"tiny preset: {sum(p.numel() for p in ours.parameters()) / 1e6:.1f}M parameters, batch {args.batch} x "
-          f"{args.seq}, {args.steps} timed steps, {torch.get_num_threads()} threads; fp32 matmul peak "
-          f"{peak / 1e9:.0f} GFLOP/s")
+    dtype = str(choose_precision("auto", torch.device("cpu"))).removeprefix("torch.")
+    print(f"tiny preset: 11.3M parameters, batch {args.batch} x {args.seq}, {args.steps} timed steps, "
+          f"{torch.get_num_threads()} threads; fp32 matmul peak {peak / 1e9:.0f} GFLOP/s")
     print(f"{'configuration':62s} {'tokens/s':>9s} {'MFU':>6s} {'vs baseline':>11s}")
-    for name, tps in rows:
-        print(f"{name:62s} {tps:9.0f} {tps * fpt / peak:6.1%} {tps / base_tps:10.2f}x")
+    for row in rows:
+        tps = results[row]
+        print(f"{ROWS[row].format(dtype=dtype):62s} {tps:9.0f} {tps * fpt / peak:6.1%} {tps / results['baseline']:10.2f}x")
 
 
 if __name__ == "__main__":
