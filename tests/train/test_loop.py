@@ -172,6 +172,8 @@ def test_bad_input_is_one_line(shards, tmp_path, capsys):
           "train.seq_len=100000"], "exceeds the model's context"),
         (["train", "--data", str(data), "--tokenizer", str(tok), "--out", str(tmp_path / "f"), "train.max_steps=1",
           "train.optimizer=sgd"], "train.optimizer"),
+        (["train", "--data", str(data), "--tokenizer", str(tok), "--out", str(tmp_path / "g"), "train.max_steps=1",
+          "model.attn_impl=flex"], "GPUs only"),
         (["plot", str(tmp_path)], "metrics.jsonl"),
     ]
     for argv, needle in cases:
@@ -199,7 +201,7 @@ def test_bf16_autocast_on_cpu(shards, tmp_path):
 
 
 @pytest.mark.slow
-@pytest.mark.parametrize("extra", [["train.compile=true"], ["model.attn_impl=flex", "train.doc_mask=true"],
+@pytest.mark.parametrize("extra", [["train.compile=true"], ["model.attn_impl=reference", "train.doc_mask=true"],
                                    ["train.activation_checkpointing=true", "train.grad_accum=2"]])
 def test_compile_flex_and_checkpointing_train_the_same_model(shards, tmp_path, extra):
     base, other = tmp_path / "base", tmp_path / "other"

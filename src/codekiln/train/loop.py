@@ -239,6 +239,9 @@ def _train(cfg: Config, d: parallel.Dist, restart: bool, quiet: bool) -> dict:
         mcfg, init_state = _init_weights(t.init_from, tok.vocab_size, cfg.model.attn_impl, tok_sha)
     else:
         mcfg, init_state = model_config(cfg, tok.vocab_size), None
+    if mcfg.attn_impl in ("flex", "flash") and device.type != "cuda":
+        raise UserError(f"model.attn_impl={mcfg.attn_impl} trains on GPUs only (FlexAttention has no backward pass "
+                        "on CPUs in this torch); use model.attn_impl=auto or sdpa")
     seq_len = t.seq_len or mcfg.context
     if seq_len > mcfg.context:
         raise UserError(f"train.seq_len {seq_len} exceeds the model's context {mcfg.context}")
