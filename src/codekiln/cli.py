@@ -190,6 +190,31 @@ def _print_train_summary(summary: dict) -> None:
     console.print(table)
 
 
+def _cmd_eval_bpb(args) -> int:
+    from rich.table import Table
+
+    import codekiln
+    from codekiln.eval.bpb import evaluate_bpb
+    from codekiln.files import atomic_write_json
+    from codekiln.progress import console
+
+    model, tok = codekiln.load(args.model)
+    result = evaluate_bpb(model, tok, args.shards, seq_len=args.seq_len, max_tokens=args.max_tokens,
+                          batch_size=args.batch_size)
+    table = Table(title=f"bits per byte: {args.model}", show_edge=False)
+    for col in ("language", "bytes", "bits/byte"):
+        table.add_column(col, justify="left" if col == "language" else "right")
+    for lang, bpb in sorted(result["val_bpb_by_lang"].items()):
+        table.add_row(lang, f"{result['bytes_by_lang'][lang]:,}", f"{bpb:.4f}")
+    table.add_row("all", f"{result['bytes']:,}", f"{result['val_bpb']:.4f}")
+    console.print(table)
+    console.print(f"{result['tokens']:,} tokens in {result['sequences']} sequences of {result['seq_len']}; "
+                  f"loss {result['val_loss']:.4f} nats/token")
+    if args.json:
+        atomic_write_json(Path(args.json), result)
+    return 0
+
+
 def _cmd_plot(args) -> int:
     from codekiln.train.plot import plot_run
 
@@ -279,6 +304,17 @@ def build_parser() -> argparse.ArgumentParser:
     trn.add_argument("--quiet", action="store_true", help="no progress, plan or log lines")
     trn.add_argument("overrides", nargs="*", metavar="KEY=VALUE")
     trn.set_defaults(func=_cmd_train)
+
+    ev = sub.add_parser("eval", help="stage 4: evaluate a model")
+    ev_sub = ev.add_subparsers(dest="command", required=True, parser_class=_Parser)
+    bpb = ev_sub.add_parser("bpb", help="held-out bits per byte per language (tokenizer-independent)")
+    bpb.add_argument("--model", required=True, help="run directory or checkpoints/step-N directory")
+    bpb.add_argument("--shards", nargs="+", required=True, help="token-shard directories (their val split)")
+    bpb.add_argument("--seq-len", type=int, help="sequence length (default: the model's context)")
+    bpb.add_argument("--max-tokens", type=int, help="validation tokens to score (default: all)")
+    bpb.add_argument("--batch-size", type=int, default=8)
+    bpb.add_argument("--json", help="also write the figures to this JSON file")
+    bpb.set_defaults(func=_cmd_eval_bpb)
 
     plt = sub.add_parser("plot", help="render a run's loss, bits/byte and throughput curves to PNG")
     plt.add_argument("run", help="run directory")

@@ -18,7 +18,7 @@ from safetensors.torch import load_file, save_file
 
 from codekiln import __version__
 from codekiln.errors import UserError
-from codekiln.files import atomic_write_bytes, atomic_write_json
+from codekiln.files import atomic_write_bytes
 from codekiln.model import ModelConfig
 
 

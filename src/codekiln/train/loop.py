@@ -13,7 +13,6 @@ import sys
 import time
 from pathlib import Path
 
-import numpy as np
 import torch
 import torch.nn.functional as F
 import yaml
@@ -25,9 +24,10 @@ from codekiln.model import ModelConfig, Transformer, flops_per_token, preset
 from codekiln.progress import console
 from codekiln.tokenizer import load as load_tokenizer
 from codekiln.train import checkpoint, metrics, parallel
-from codekiln.train.data import ShardSet, TrainStream, ValSet, bits_per_byte, mixture, plan_table, token_bytes
+from codekiln.train.data import ShardSet, TrainStream, ValSet, mixture, plan_table, token_bytes
 from codekiln.train.optim import build_optimizer
 from codekiln.train.schedule import lr_at
+from codekiln.train.validation import doc_ids, validate
 
 # Keys that may change between a run and its resumption without changing what it computes.
 # The stability knobs are among them, so a run stopped by a loss spike can resume with a lower LR.
@@ -139,48 +139,6 @@ def _copy_tokenizer(src: Path, run: Path) -> None:
     shutil.copytree(src, tmp)
     shutil.rmtree(dst, ignore_errors=True)
     os.replace(tmp, dst)
-
-
-def _evaluate(model, val: ValSet, batch_size: int, device, autocast, d: parallel.Dist, doc_mask: bool,
-              eot: int) -> dict:
-    """Validation loss and bits per byte, overall and per language, summed over every rank's share."""
-    model.eval()
-    n_lang = len(val.languages)
-    sums = np.zeros(3 + 2 * n_lang)  # nats, tokens, bytes, then nats and bytes per language
-    # Every rank runs the same number of forward passes (FSDP2 all-gathers in each); a rank short of rows
-    # repeats row 0 with weight 0.
-    per_rank = -(-len(val) // d.world)
-    rows = list(range(d.rank, len(val), d.world))
-    rows += [-1] * (per_rank - len(rows))
-    with torch.no_grad():
-        for i in range(0, len(rows), batch_size):
-            chunk = rows[i: i + batch_size]
-            idx = [max(r, 0) for r in chunk]
-            weight = np.repeat([1.0 if r >= 0 else 0.0 for r in chunk], val.inputs.shape[1])
-            x = torch.from_numpy(val.inputs[idx]).to(device)
-            y = torch.from_numpy(val.targets[idx]).to(device)
-            with autocast():
-                logits = model(x, _doc_ids(x, eot) if doc_mask else None)
-            nats = F.cross_entropy(logits.float().flatten(0, 1), y.flatten(), reduction="none").double().cpu().numpy()
-            nats = nats * weight
-            nbytes, lang = val.target_bytes[idx].ravel() * weight, val.target_lang[idx].ravel()
-            sums[0] += nats.sum()
-            sums[1] += weight.sum()
-            sums[2] += nbytes.sum()
-            sums[3: 3 + n_lang] += np.bincount(lang, weights=nats, minlength=n_lang)
-            sums[3 + n_lang:] += np.bincount(lang, weights=nbytes, minlength=n_lang)
-    model.train()
-    sums = np.asarray(parallel.all_reduce_sum(sums.tolist(), d))
-    by_lang = {name: round(bits_per_byte(sums[3 + k], sums[3 + n_lang + k]), 5)
-               for k, name in enumerate(val.languages) if sums[3 + n_lang + k] > 0}
-    return {"val_loss": round(sums[0] / max(1, sums[1]), 5), "val_bpb": round(bits_per_byte(sums[0], sums[2]), 5),
-            "val_bpb_by_lang": by_lang}
-
-
-def _doc_ids(x: torch.Tensor, eot: int) -> torch.Tensor:
-    """Document number of each position: the count of <|endoftext|> before it (the EOT ends its document)."""
-    ends = (x == eot).int()
-    return torch.cumsum(ends, dim=1) - ends
 
 
 def _rng_state() -> dict:
@@ -306,7 +264,7 @@ def _train(cfg: Config, d: parallel.Dist, restart: bool, quiet: bool) -> dict:
     loss_value = float("nan")
     progress = _Progress(total_steps, step, enabled=d.main and not quiet)
     if step == 0 and total_steps > 0:  # where the curves start: the untrained (or imported) model
-        last_eval = {"step": 0, **_evaluate(model, val, t.batch_size, device, autocast, d, t.doc_mask, eot)}
+        last_eval = {"step": 0, **validate(model, val, t.batch_size, device, autocast, d, t.doc_mask, eot)}
         log.write(last_eval)
         progress.log(last_eval)
     window_time, window_tokens = 0.0, 0
@@ -325,7 +283,7 @@ def _train(cfg: Config, d: parallel.Dist, restart: bool, quiet: bool) -> dict:
                 x, y = torch.from_numpy(x_np).to(device), torch.from_numpy(y_np).to(device)
                 last = micro == t.grad_accum - 1
                 with _no_sync(model, mode, d, last), autocast():
-                    logits = model(x, _doc_ids(x, eot) if t.doc_mask else None)
+                    logits = model(x, doc_ids(x, eot) if t.doc_mask else None)
                     loss = F.cross_entropy(logits.float().flatten(0, 1), y.flatten())
                     (loss / t.grad_accum).backward()
                 loss_sum += loss.item()
@@ -356,7 +314,7 @@ def _train(cfg: Config, d: parallel.Dist, restart: bool, quiet: bool) -> dict:
                 progress.log(record)
                 window_time, window_tokens, window_loss, window_steps = 0.0, 0, 0.0, 0
             if step % t.eval_every == 0 or step == total_steps:
-                last_eval = {"step": step, **_evaluate(model, val, t.batch_size, device, autocast, d, t.doc_mask, eot)}
+                last_eval = {"step": step, **validate(model, val, t.batch_size, device, autocast, d, t.doc_mask, eot)}
                 log.write(last_eval)
                 progress.log(last_eval)
             if step % t.checkpoint_every == 0 or step == total_steps:

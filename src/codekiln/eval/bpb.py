@@ -1,0 +1,43 @@
+"""`codekiln eval bpb`: held-out bits per byte per language, the tokenizer-independent measure.
+
+Bits per byte = summed cross-entropy in nats / ln 2 / UTF-8 bytes of the text predicted, so models
+with different tokenizers compare fairly. The text is the `val` split of token shards made with the
+model's own tokenizer (checked by hash).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import math
+from pathlib import Path
+
+import torch
+
+from codekiln.errors import UserError
+
+
+def evaluate_bpb(model, tok, shard_dirs: list[str | Path], *, seq_len: int | None = None,
+                 max_tokens: int | None = None, batch_size: int = 8) -> dict:
+    """Bits per byte of the model on the val splits: overall, per language, with token and byte counts."""
+    from codekiln.train.data import ShardSet, ValSet, token_bytes
+    from codekiln.train.validation import validate
+
+    torch.set_flush_denormal(True)
+    sha = hashlib.sha256((Path(tok.directory) / "tokenizer.json").read_bytes()).hexdigest()
+    sets = [ShardSet(p) for p in shard_dirs]
+    for s in sets:
+        if s.meta["tokenizer_sha256"] != sha:
+            raise UserError(f"{s.path} was tokenized with another tokenizer than the model's")
+    seq_len = seq_len or model.cfg.context
+    if seq_len > model.cfg.context:
+        raise UserError(f"--seq-len {seq_len} exceeds the model's context {model.cfg.context}")
+    budget = max_tokens or sum(s.meta["splits"]["val"]["tokens"] for s in sets)
+    val = ValSet(sets, seq_len, budget, token_bytes(tok))
+    if len(val) == 0:
+        raise UserError(f"the val splits of {', '.join(str(s.path) for s in sets)} hold no sequence of "
+                        f"{seq_len + 1} tokens")
+    device = next(model.parameters()).device
+    out = validate(model, val, batch_size, device, eot=tok.eot_id, detail=True)
+    out["bits_per_token"] = round(out["val_loss"] / math.log(2), 5)
+    out["seq_len"], out["sequences"] = seq_len, len(val)
+    return out
