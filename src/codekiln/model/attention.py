@@ -2,6 +2,8 @@
 
 q is [B, H, T, D]; k and v are [B, KV, T, D] with H a multiple of KV (grouped-query attention).
 `doc_ids` ([B, T] int) optionally confines attention to a token's own packed document.
+Decoding with a KV cache goes through `cache_mask` and `masked`: queries are the T newest slots of a
+left-padded cache, keys all its filled slots, and the mask is explicit (padding keys masked out).
 ALiBi never goes through SDPA with a bias on a GPU (that takes the slow math kernel): there it uses
 flash-attn's `alibi_slopes` when installed, else FlexAttention with a `score_mod`.
 """
@@ -120,6 +122,44 @@ def flash(q, k, v, slopes=None, doc_ids=None):
     out = flash_attn_func(q.transpose(1, 2), k.transpose(1, 2), v.transpose(1, 2), causal=True,
                           alibi_slopes=None if slopes is None else slopes.to(q.device, torch.float32))
     return out.transpose(1, 2)
+
+
+def cache_mask(start: int, end: int, pad: torch.Tensor, slopes: torch.Tensor | None = None,
+               dtype: torch.dtype = torch.float32) -> torch.Tensor:
+    """Mask of queries at cache slots [start, end) over keys at slots [0, end), rows left-padded by `pad` [B].
+
+    A query sees the real keys at or before its slot; a padding query sees only itself, so its softmax
+    stays finite (nothing reads it). Without slopes: boolean [B, 1, T, S], True where it may attend.
+    With ALiBi slopes: additive [B, H, T, S], slope * (key - query) or -inf. Slot differences equal
+    position differences within a row, so padding does not change the bias.
+    """
+    device = pad.device
+    q = torch.arange(start, end, device=device)
+    k = torch.arange(end, device=device)
+    allowed = (k[None, :] <= q[:, None])[None] & (k[None, None, :] >= pad[:, None, None])
+    allowed = (allowed | (k[None, :] == q[:, None])[None])[:, None]
+    if slopes is None:
+        return allowed
+    dist = (k[None, :] - q[:, None]).to(torch.float32)
+    bias = slopes.to(device=device, dtype=torch.float32)[:, None, None] * dist[None]
+    return bias[None].masked_fill(~allowed, float("-inf")).to(dtype)
+
+
+def masked_reference(q, k, v, mask):
+    """The plain definition with an explicit mask (boolean: True attends; float: added), in float32."""
+    h, kv = q.shape[1], k.shape[1]
+    k, v = k.repeat_interleave(h // kv, dim=1), v.repeat_interleave(h // kv, dim=1)
+    scores = q.float() @ k.float().transpose(-1, -2) / math.sqrt(q.shape[-1])
+    if mask.dtype == torch.bool:
+        scores = scores.masked_fill(~mask, float("-inf"))
+    else:
+        scores = scores + mask.float()
+    return (torch.softmax(scores, dim=-1) @ v.float()).to(q.dtype)
+
+
+def masked_sdpa(q, k, v, mask):
+    """scaled_dot_product_attention with an explicit mask: the cached decoding path on every device."""
+    return F.scaled_dot_product_attention(q, k, v, attn_mask=mask, enable_gqa=q.shape[1] != k.shape[1])
 
 
 IMPLS = {"reference": reference, "sdpa": sdpa, "flex": flex, "flash": flash}

@@ -1,11 +1,14 @@
 """The decoder-only transformer: embeddings, blocks of (norm, attention, norm, MLP), a final norm, the LM head.
 
-A plain nn.Module that knows nothing of training or parallelism (those are applied by codekiln.train).
+A plain nn.Module that knows nothing of training or parallelism (those are applied by codekiln.train),
+nor of generation: `model(ids, cache=KVCache(...))` runs the next tokens of a batch against cached keys
+and values, and codekiln.infer decides what those tokens are.
 """
 
 from __future__ import annotations
 
 import math
+from typing import NamedTuple
 
 import torch
 import torch.nn as nn
@@ -49,6 +52,58 @@ def apply_rope(x: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor) -> torch.T
     return (x * cos + torch.cat([-x2, x1], dim=-1) * sin).to(x.dtype)
 
 
+class KVCache:
+    """Preallocated keys and values of every layer, [B, kv_heads, max_len, head_dim] each (GQA caches kv heads only).
+
+    Rows are left-padded: row b's first `pad[b]` slots hold padding that no query attends to, and its
+    RoPE positions count from 0 at its first real token. Every forward appends the same number of
+    slots to all rows, so one `length` describes the whole batch.
+    """
+
+    def __init__(self, cfg: ModelConfig, batch: int, max_len: int, pad=None, device=None,
+                 dtype: torch.dtype = torch.float32):
+        shape = (batch, cfg.kv_heads, max_len, cfg.head_dim)
+        self.k = [torch.zeros(shape, device=device, dtype=dtype) for _ in range(cfg.n_layers)]
+        self.v = [torch.zeros(shape, device=device, dtype=dtype) for _ in range(cfg.n_layers)]
+        self.pad = (torch.zeros(batch, dtype=torch.long, device=device) if pad is None
+                    else torch.as_tensor(pad, dtype=torch.long, device=device))
+        if self.pad.shape != (batch,):
+            raise ValueError(f"pad must hold one length per row ({batch}), not {tuple(self.pad.shape)}")
+        self.max_len = max_len
+        self.length = 0  # slots filled, padding included
+        self.rope = rope_tables(cfg.head_dim, max_len, cfg.rope_theta, device) if cfg.positions == "rope" else None
+
+    @classmethod
+    def for_model(cls, model: "Transformer", batch: int, max_len: int, pad=None) -> "KVCache":
+        """A cache on the model's device, in its dtype."""
+        w = model.embed.weight
+        return cls(model.cfg, batch, max_len, pad, device=w.device, dtype=w.dtype)
+
+    @property
+    def batch(self) -> int:
+        """Rows in the cache."""
+        return self.pad.shape[0]
+
+    def select(self, rows) -> None:
+        """Keep only these rows (finished sequences leave the batch), dropping padding they all share."""
+        rows = torch.as_tensor(rows, dtype=torch.long, device=self.pad.device)
+        pad = self.pad.index_select(0, rows)
+        drop = int(pad.min()) if rows.numel() else 0  # slots of padding in every kept row: never attended
+        self.k = [k.index_select(0, rows)[:, :, drop:] for k in self.k]
+        self.v = [v.index_select(0, rows)[:, :, drop:] for v in self.v]
+        # Positions are slot - pad and both move by `drop`, so positions, ALiBi distances and the RoPE table hold.
+        self.pad, self.length, self.max_len = pad - drop, self.length - drop, self.max_len - drop
+
+
+class LayerKV(NamedTuple):
+    """One layer's view of a cached forward: its buffers, the first new slot, and the shared mask."""
+
+    k: torch.Tensor
+    v: torch.Tensor
+    start: int
+    mask: torch.Tensor
+
+
 class Attention(nn.Module):
     """Grouped-query causal self-attention with ALiBi or RoPE."""
 
@@ -61,7 +116,7 @@ class Attention(nn.Module):
         self.v_proj = nn.Linear(d, cfg.kv_heads * hd, bias=cfg.bias)
         self.o_proj = nn.Linear(cfg.n_heads * hd, d, bias=cfg.bias)
 
-    def forward(self, x, rope=None, slopes=None, doc_ids=None, impl="sdpa"):
+    def forward(self, x, rope=None, slopes=None, doc_ids=None, impl="sdpa", kv: LayerKV | None = None):
         b, t, _ = x.shape
         cfg = self.cfg
         q = self.q_proj(x).view(b, t, cfg.n_heads, cfg.head_dim).transpose(1, 2)
@@ -71,7 +126,14 @@ class Attention(nn.Module):
             q, k, v = (z.clamp(-cfg.clip_qkv, cfg.clip_qkv) for z in (q, k, v))
         if rope is not None:
             q, k = apply_rope(q, *rope), apply_rope(k, *rope)
-        y = attention.IMPLS[impl](q, k, v, slopes=slopes, doc_ids=doc_ids)
+        if kv is not None:  # append to the cache, attend over everything in it
+            end = kv.start + t
+            kv.k[:, :, kv.start:end] = k
+            kv.v[:, :, kv.start:end] = v
+            attend = attention.masked_reference if impl == "reference" else attention.masked_sdpa
+            y = attend(q, kv.k[:, :, :end], kv.v[:, :, :end], kv.mask)
+        else:
+            y = attention.IMPLS[impl](q, k, v, slopes=slopes, doc_ids=doc_ids)
         return self.o_proj(y.transpose(1, 2).reshape(b, t, cfg.n_heads * cfg.head_dim))
 
 
@@ -102,13 +164,18 @@ class Block(nn.Module):
         self.mlp_norm = make_norm(cfg)
         self.mlp = MLP(cfg)
 
-    def forward(self, x, rope=None, slopes=None, doc_ids=None, impl="sdpa"):
-        x = x + self.attn(self.attn_norm(x), rope, slopes, doc_ids, impl)
+    def forward(self, x, rope=None, slopes=None, doc_ids=None, impl="sdpa", kv: LayerKV | None = None):
+        x = x + self.attn(self.attn_norm(x), rope, slopes, doc_ids, impl, kv)
         return x + self.mlp(self.mlp_norm(x))
 
 
 class Transformer(nn.Module):
-    """`model(input_ids[, doc_ids])` -> logits [batch, time, vocab]."""
+    """`model(input_ids[, doc_ids])` -> logits [batch, time, vocab].
+
+    With `cache=KVCache(...)`, input_ids are the next tokens of every row: their keys and values are
+    appended to the cache and they attend to all of it. `last_only` computes the LM head for the last
+    position only (what generation needs).
+    """
 
     def __init__(self, cfg: ModelConfig):
         super().__init__()
@@ -143,7 +210,12 @@ class Transformer(nn.Module):
         slopes = attention.alibi_slopes(self.cfg.n_heads, self.cfg.alibi_bias_max)
         self.register_buffer("alibi_slopes", slopes.to(self.embed.weight.device), persistent=False)
 
-    def forward(self, input_ids: torch.Tensor, doc_ids: torch.Tensor | None = None) -> torch.Tensor:
+    def forward(self, input_ids: torch.Tensor, doc_ids: torch.Tensor | None = None, *,
+                cache: KVCache | None = None, last_only: bool = False) -> torch.Tensor:
+        if cache is not None:
+            if doc_ids is not None:
+                raise ValueError("doc_ids (packed training documents) and a KV cache do not go together")
+            return self._forward_cached(input_ids, cache, last_only)
         t = input_ids.shape[1]
         impl = attention.choose(self.attn_impl, self.cfg.positions == "alibi", input_ids.device, doc_ids is not None)
         rope = slopes = None
@@ -154,4 +226,32 @@ class Transformer(nn.Module):
         x = self.embed(input_ids)
         for block in self.blocks:
             x = block(x, rope, slopes, doc_ids, impl)
+        if last_only:
+            x = x[:, -1:]
+        return self.lm_head(self.norm(x))
+
+    def _forward_cached(self, input_ids: torch.Tensor, cache: KVCache, last_only: bool) -> torch.Tensor:
+        """The incremental forward: input_ids [B, T] fill cache slots [length, length + T)."""
+        b, t = input_ids.shape
+        start, end = cache.length, cache.length + t
+        if b != cache.batch:
+            raise ValueError(f"the cache holds {cache.batch} rows, the input {b}")
+        if end > cache.max_len:
+            raise ValueError(f"the cache holds {cache.max_len} slots; {end} are needed")
+        # Every path but the reference takes SDPA with an explicit mask here (flash-attn and Flex have no padding mask).
+        impl = "reference" if self.attn_impl == "reference" else "sdpa"
+        x = self.embed(input_ids)
+        rope = slopes = None
+        if self.cfg.positions == "rope":
+            pos = (torch.arange(start, end, device=input_ids.device)[None] - cache.pad[:, None]).clamp(min=0)
+            cos, sin = cache.rope
+            rope = cos[pos][:, None], sin[pos][:, None]  # [B, 1, T, head_dim]: each row its own positions
+        else:
+            slopes = self.alibi_slopes
+        mask = attention.cache_mask(start, end, cache.pad, slopes, x.dtype)
+        for i, block in enumerate(self.blocks):
+            x = block(x, rope, slopes, None, impl, LayerKV(cache.k[i], cache.v[i], start, mask))
+        cache.length = end
+        if last_only:
+            x = x[:, -1:]
         return self.lm_head(self.norm(x))
