@@ -23,6 +23,9 @@ demo: $(STAMP)
 	$(BIN)/codekiln tokenizer stats --tokenizer $(DEMO_OUT)/tokenizer --corpus $(DEMO_OUT)/corpus --compare cl100k_base
 	$(BIN)/codekiln data tokenize --corpus $(DEMO_OUT)/corpus --tokenizer $(DEMO_OUT)/tokenizer --out $(DEMO_OUT)/tokens --val-fraction 0.02 --config configs/demo.yaml
 	$(BIN)/codekiln train --config configs/demo.yaml --data $(DEMO_OUT)/tokens --tokenizer $(DEMO_OUT)/tokenizer --out $(DEMO_OUT)/run
+	$(BIN)/codekiln eval bpb --model $(DEMO_OUT)/run --shards $(DEMO_OUT)/tokens --max-tokens 65536
+	$(BIN)/codekiln eval humaneval --model $(DEMO_OUT)/run --n 2 --k 1,2 --temperature 0.2 --max-new-tokens 128 --allow-code-execution
+	$(BIN)/codekiln complete --model $(DEMO_OUT)/run "def fibonacci(n):"
 
 test: $(STAMP)
 	$(BIN)/python -m pytest -q

@@ -213,6 +213,12 @@ class TrainConfig(_Section):
         return self
 
 
+class EvalConfig(_Section):
+    """Stage 4: evaluation."""
+
+    allow_code_execution: bool = False  # model-written code runs only when this (or the flag) says so
+
+
 class Config(_Section):
     """The whole codekiln configuration; later stages add their sections here."""
 
@@ -221,6 +227,7 @@ class Config(_Section):
     tokenizer: TokenizerConfig = Field(default_factory=TokenizerConfig)
     model: ModelSection = Field(default_factory=ModelSection)
     train: TrainConfig = Field(default_factory=TrainConfig)
+    eval: EvalConfig = Field(default_factory=EvalConfig)
 
 
 def _set_path(tree: dict[str, Any], dotted: str, value: Any) -> None:

@@ -23,3 +23,18 @@ def task_progress(label: str, total_bytes: int, enabled: bool = True) -> Iterato
     with Progress(*columns, console=console, transient=not sys.stderr.isatty()) as progress:
         task = progress.add_task(label, total=total_bytes)
         yield lambda n: progress.advance(task, n)
+
+
+@contextlib.contextmanager
+def count_progress(label: str, total: int, enabled: bool = True) -> Iterator[Callable[[int], None]]:
+    """A progress bar over a number of items; yields a function that advances it."""
+    if not enabled or total <= 0:
+        yield lambda n: None
+        return
+    from rich.progress import MofNCompleteColumn
+
+    columns = (TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
+               TimeRemainingColumn())
+    with Progress(*columns, console=console, transient=not sys.stderr.isatty()) as progress:
+        task = progress.add_task(label, total=total)
+        yield lambda n: progress.advance(task, n)
