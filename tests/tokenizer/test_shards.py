@@ -10,7 +10,7 @@ from test_tokenizer import write_corpus
 from codekiln.cli import main
 from codekiln.data.document import DOCUMENT_SCHEMA
 from codekiln.errors import UserError
-from codekiln.tokenizer import load
+from codekiln.tokenizer import load, tokenizer_hash
 from codekiln.tokenizer import shards as shards_mod
 from codekiln.tokenizer.shards import tokenize_corpus
 from codekiln.tokenizer.train import is_held_out, train_tokenizer
@@ -67,7 +67,7 @@ def test_format_counts_and_split(setup, tmp_path):
     train_repos = {d["repo"] for d in docs if not is_held_out(d["repo"], 0.3, 0)}
     val_repos = {d["repo"] for d in docs if is_held_out(d["repo"], 0.3, 0)}
     assert train_repos and val_repos and not train_repos & val_repos
-    assert json.loads((out / "meta.json").read_text())["tokenizer_sha256"] == shards_mod.tokenizer_hash(tok_dir)
+    assert json.loads((out / "meta.json").read_text())["tokenizer_sha256"] == tokenizer_hash(tok_dir)
 
 
 def test_deterministic_across_workers_and_rerun(setup, tmp_path):

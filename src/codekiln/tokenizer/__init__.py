@@ -8,6 +8,7 @@ codekiln for any text that contains none.
 
 from __future__ import annotations
 
+import hashlib
 import json
 from pathlib import Path
 
@@ -66,3 +67,11 @@ class CodeTokenizer:
 def load(directory: str | Path) -> CodeTokenizer:
     """The tokenizer saved in a directory by `codekiln tokenizer train`."""
     return CodeTokenizer(directory)
+
+
+def tokenizer_hash(directory: str | Path) -> str:
+    """SHA-256 of a tokenizer directory's tokenizer.json: shards and runs record it, consumers check it."""
+    path = Path(directory) / "tokenizer.json"
+    if not path.is_file():
+        raise UserError(f"no tokenizer.json in {directory}")
+    return hashlib.sha256(path.read_bytes()).hexdigest()

@@ -13,7 +13,6 @@ With repository packing, consecutive files of one repository become one sequence
 
 from __future__ import annotations
 
-import hashlib
 import json
 import os
 import shutil
@@ -25,7 +24,7 @@ import pyarrow.parquet as pq
 
 from codekiln.errors import UserError
 from codekiln.files import atomic_write_bytes, atomic_write_json, atomic_write_parquet
-from codekiln.tokenizer import load
+from codekiln.tokenizer import load, tokenizer_hash
 from codekiln.tokenizer.train import corpus_parts, is_held_out
 from codekiln.workers import ignore_sigint, run_tasks
 
@@ -38,11 +37,6 @@ ROWS_PER_TASK = 256  # documents per map task: small enough to keep every core b
 def dtype_for(vocab_size: int) -> np.dtype:
     """uint16 while every id fits, uint32 when the vocabulary exceeds 65,535 (the contract's rule)."""
     return np.dtype("<u2") if vocab_size <= 65535 else np.dtype("<u4")
-
-
-def tokenizer_hash(directory: str | Path) -> str:
-    """SHA-256 of tokenizer.json: shards record it, and consumers check it."""
-    return hashlib.sha256((Path(directory) / "tokenizer.json").read_bytes()).hexdigest()
 
 
 def _init(tokenizer_dir: str, val_fraction: float, seed: int, pack: bool, work: str) -> None:
