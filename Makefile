@@ -6,16 +6,35 @@ VENV   := .venv
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.codekiln-installed
 DEMO_OUT ?= runs/demo
+# Every optional part, so that the whole suite runs (pyproject.toml says what each extra is for).
+EXTRAS := test,spark,compare,tensorboard,wandb,export
 
-.PHONY: demo test install clean bench
+# The numeric tests run a second time under another kernel set: AVX2 ATen kernels, MKL and oneDNN held to
+# AVX2, one thread. A test that compares two different code paths bit for bit fails here rather than on a
+# user's CPU (docs/testing.md).
+NUMERIC_ENV   := ATEN_CPU_CAPABILITY=avx2 MKL_ENABLE_INSTRUCTIONS=AVX2 ONEDNN_MAX_CPU_ISA=AVX2 OMP_NUM_THREADS=1
+NUMERIC_TESTS := tests/model tests/infer tests/train tests/eval
+
+.PHONY: demo test test-fast test-numeric install system clean bench
 
 $(STAMP): pyproject.toml constraints.txt
+	@$(MAKE) --no-print-directory system
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install -q -c constraints.txt torch
-	$(BIN)/python -m pip install -q -c constraints.txt -e '.[test,spark]'
+	$(BIN)/python -m pip install -q -c constraints.txt -e '.[$(EXTRAS)]'
 	touch $(STAMP)
 
 install: $(STAMP)
+
+# System packages the tests use (bubblewrap: the sandbox's bwrap mode), installed with apt-get when this
+# runs as root on Debian, as CI does; elsewhere the tests that need them skip with a one-line reason.
+system:
+	@if ! command -v bwrap >/dev/null 2>&1; then \
+	  if [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1; then \
+	    (apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq bubblewrap >/dev/null) \
+	      || echo "note: could not install bubblewrap; the sandbox's bwrap-mode tests will skip"; \
+	  else echo "note: bubblewrap is not installed (not root on Debian); the bwrap-mode tests will skip"; fi; \
+	fi
 
 demo: $(STAMP)
 	$(BIN)/codekiln data build python-stdlib python-packages --out $(DEMO_OUT)/corpus --config configs/demo.yaml
@@ -27,8 +46,17 @@ demo: $(STAMP)
 	$(BIN)/codekiln eval humaneval --model $(DEMO_OUT)/run --n 2 --k 1,2 --temperature 0.2 --max-new-tokens 128 --allow-code-execution
 	$(BIN)/codekiln complete --model $(DEMO_OUT)/run "def fibonacci(n):"
 
+# The whole suite, slow tests included (what CI runs), then the numeric tests again under the other kernels.
 test: $(STAMP)
-	$(BIN)/python -m pytest -q
+	$(BIN)/python -m pytest -q -m ''
+	$(MAKE) --no-print-directory test-numeric
+
+test-numeric: $(STAMP)
+	$(NUMERIC_ENV) $(BIN)/python -m pytest -q $(NUMERIC_TESTS)
+
+# The quick loop while developing: fast tests only, stop at the first failure.
+test-fast: $(STAMP)
+	$(BIN)/python -m pytest -q -x
 
 bench: $(STAMP)
 	$(BIN)/python benchmarks/data_build.py
