@@ -3,7 +3,10 @@
 from __future__ import annotations
 
 import ast
+import base64
 import hashlib
+import json
+import random
 import os
 import subprocess
 import sys
@@ -22,6 +25,7 @@ from codekiln.data.pii import (
     SECRET_PLACEHOLDERS,
     Redactor,
     redact,
+    redact_private_keys,
 )
 
 
@@ -282,6 +286,111 @@ def test_private_key_block_redacted(block):
     assert out == f"KEY = {quote}{PRIVATE_KEY_PLACEHOLDER}{tail}{quote}\nx = 1\n"
     assert counts["secret"] == 1
     ast.parse(out)
+
+
+def private_key(label: str = "RSA PRIVATE KEY", rows: int = 26, width: int = 64, seed: int = 7) -> str:
+    """A full-size, deterministic fake key block (random base64 body), ending with a newline."""
+    rng = random.Random(seed)
+    body = base64.b64encode(rng.randbytes(rows * width)).decode()[: rows * width]
+    lines = [body[i : i + width] for i in range(0, len(body), width)]
+    return f"-----BEGIN {label}-----\n" + "\n".join(lines) + f"\n-----END {label}-----\n"
+
+
+# A 2048-bit RSA key in PEM and a 3072-bit RSA key in OpenSSH's format are 26 and 38 rows.
+FULL_KEYS = {
+    "rsa": private_key("RSA PRIVATE KEY", rows=26, width=64),
+    "openssh": private_key("OPENSSH PRIVATE KEY", rows=38, width=70, seed=8),
+}
+
+
+def keyed_module(key: str) -> str:
+    """A real little module that embeds a private key in a triple-quoted string."""
+    return (
+        '"""Deploy helper: signs release manifests with the team key."""\n\n'
+        "import hashlib\nimport subprocess\n\n"
+        f'DEPLOY_KEY = """{key}"""\n\n\n'
+        "def fingerprint(key: str = DEPLOY_KEY) -> str:\n"
+        '    """Short fingerprint of the key, for logs."""\n'
+        "    return hashlib.sha256(key.encode()).hexdigest()[:16]\n\n\n"
+        "def sign(path: str) -> bytes:\n"
+        '    """Sign a manifest with the deploy key through ssh-keygen."""\n'
+        '    cmd = ["ssh-keygen", "-Y", "sign", "-n", "file", "-f", "/dev/stdin", path]\n'
+        "    done = subprocess.run(cmd, input=DEPLOY_KEY.encode(), capture_output=True, check=True)\n"
+        "    return done.stdout\n"
+    )
+
+
+def tunnel_module(key: str) -> str:
+    """Another module, a class this time, with the key as a class attribute."""
+    return (
+        "import os\nimport tempfile\n\n\n"
+        "class Tunnel:\n"
+        '    """An SSH tunnel to the staging database."""\n\n'
+        f'    IDENTITY = """{key}"""\n\n'
+        "    def __init__(self, host: str, port: int = 5432) -> None:\n"
+        "        self.host, self.port = host, port\n\n"
+        "    def identity_file(self) -> str:\n"
+        "        fd, path = tempfile.mkstemp()\n"
+        "        os.write(fd, self.IDENTITY.encode())\n"
+        "        os.close(fd)\n"
+        "        return path\n\n"
+        "    def command(self) -> list[str]:\n"
+        '        forward = f"{self.port}:localhost:{self.port}"\n'
+        '        return ["ssh", "-i", self.identity_file(), "-N", "-L", forward, self.host]\n'
+    )
+
+
+@pytest.mark.parametrize("module", [keyed_module, tunnel_module])
+@pytest.mark.parametrize("kind", sorted(FULL_KEYS))
+def test_full_size_key_in_code_redacted_and_still_parses(kind, module):
+    key = FULL_KEYS[kind]
+    src = module(key)
+    ast.parse(src)
+    out, counts = redact(src)
+    assert counts["secret"] == 1
+    assert f' = """{PRIVATE_KEY_PLACEHOLDER}\n"""' in out
+    assert key.splitlines()[5] not in out and "PRIVATE KEY-----" not in out
+    assert out.replace(f"{PRIVATE_KEY_PLACEHOLDER}\n", key) == src  # only the block changed
+    ast.parse(out)
+
+
+def test_redact_private_keys_alone():
+    key = FULL_KEYS["rsa"]
+    assert redact_private_keys(f"a\n{key}b\n{key}") == (
+        f"a\n{PRIVATE_KEY_PLACEHOLDER}\nb\n{PRIVATE_KEY_PLACEHOLDER}\n", 2)
+    assert redact_private_keys(f"x{key}", "") == ("x\n", 1)
+    assert redact_private_keys("no key here, password = 'hunter2hunter2'") == (
+        "no key here, password = 'hunter2hunter2'", 0)
+
+
+def test_build_keeps_code_with_a_key_and_drops_a_key_file(tmp_path):
+    # Through every stage of a corpus build: quality runs before PII, so the quality stage
+    # must not throw away the file whose key the PII stage would redact.
+    import pyarrow.parquet as pq
+
+    from codekiln.cli import main
+
+    rows = [
+        {"content": keyed_module(FULL_KEYS["rsa"]), "path": "deploy/rsa_sign.py", "repo": "org/a"},
+        {"content": tunnel_module(FULL_KEYS["openssh"]), "path": "deploy/tunnel.py", "repo": "org/a"},
+        {"content": FULL_KEYS["rsa"], "path": "deploy/key.py", "repo": "org/a"},
+    ]
+    src = tmp_path / "keys.jsonl"
+    src.write_text("".join(json.dumps({**r, "license": "MIT"}) + "\n" for r in rows))
+    out = tmp_path / "corpus"
+    assert main(["data", "build", str(src), "--out", str(out), "--quiet", "--keep-removed",
+                 "--workers", "1"]) == 0
+    kept = {d["path"]: d["content"] for d in pq.read_table(out / "data").to_pylist()}
+    assert sorted(kept) == ["deploy/rsa_sign.py", "deploy/tunnel.py"]
+    for content in kept.values():
+        assert PRIVATE_KEY_PLACEHOLDER in content and "PRIVATE KEY-----" not in content
+        ast.parse(content)
+    removed = {d["path"]: d for d in pq.read_table(out / "removed").to_pylist()}
+    assert removed["deploy/key.py"]["reason"] == "autogenerated"
+    assert "PRIVATE KEY-----" not in removed["deploy/key.py"]["content"]
+    report = json.loads((out / "report.json").read_text())
+    assert report["pii"]["secret"] == 2
+    assert report["dropped"] == {"autogenerated": {"docs": 1, "bytes": len(FULL_KEYS["rsa"])}}
 
 
 def test_private_key_markers_in_parser_code_kept():

@@ -332,12 +332,17 @@ def _secret_placeholder(value: str) -> str:
     return _pick(value, SECRET_PLACEHOLDERS)
 
 
+def redact_private_keys(text: str, placeholder: str = PRIVATE_KEY_PLACEHOLDER) -> tuple[str, int]:
+    """Replace every complete PEM/OpenSSH/PGP private key block by `placeholder`; return the text and the count."""
+    if "PRIVATE KEY" not in text:
+        return text, 0
+    return _PRIVATE_KEY_RE.subn(placeholder, text)
+
+
 def _redact_secrets(text: str) -> tuple[str, int]:
     # Order matters: a token inside `api_key = "..."` is replaced once, by the token pass; the
     # later passes see a placeholder and leave it alone.
-    total = 0
-    if "PRIVATE KEY" in text:
-        text, total = _PRIVATE_KEY_RE.subn(PRIVATE_KEY_PLACEHOLDER, text)
+    text, total = redact_private_keys(text)
     for hint, rx in _TOKEN_RES:
         if hint.search(text):
             text, n = _splice(text, (m.span() for m in rx.finditer(text)), _secret_placeholder)
