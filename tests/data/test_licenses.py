@@ -817,7 +817,24 @@ def _repo(tmp_path: pathlib.Path, files: dict[str, str | bytes]) -> pathlib.Path
         ({"LICENSE-MIT": MIT_TEXT, "LICENSE-APACHE": APACHE_TEXT}, "Apache-2.0 OR MIT"),
         ({"LICENSE": MIT_TEXT, "LICENSE.md": MIT_TEXT}, "MIT"),
         ({"COPYING": GPL3_TEXT, "COPYING.LESSER": LGPL3_TEXT}, "LGPL-3.0-only"),
-        ({"COPYING": GPL2_TEXT, "LICENSE": MIT_TEXT}, "GPL-2.0-only OR MIT"),
+        # Several licenses with no declared choice: all the code may need all of them.
+        ({"COPYING": GPL2_TEXT, "LICENSE": MIT_TEXT}, "GPL-2.0-only AND MIT"),
+        ({"LICENSE": MIT_TEXT, "COPYING": GPL3_TEXT}, "GPL-3.0-only AND MIT"),
+        ({"LICENSE": MIT_TEXT, "LICENSE.txt": ISC_TEXT}, "ISC AND MIT"),
+        # Files named after their licenses are the dual-license convention: a choice.
+        ({"LICENSE.MIT": MIT_TEXT, "LICENSE.APACHE": APACHE_TEXT}, "Apache-2.0 OR MIT"),
+        ({"LICENSE-MIT.txt": MIT_TEXT, "LICENSE-APACHE-2.0.md": APACHE_TEXT},
+         "Apache-2.0 OR MIT"),
+        ({"LICENSE_MIT": MIT_TEXT, "LICENSE_APACHE2": APACHE_TEXT}, "Apache-2.0 OR MIT"),
+        ({"LICENSE-MIT": MIT_TEXT, "UNLICENSE": UNLICENSE_TEXT}, "MIT OR Unlicense"),
+        ({"LICENSE-MIT": MIT_TEXT, "LICENSE-APACHE": APACHE_TEXT, "LICENSE": MIT_TEXT},
+         "Apache-2.0 OR MIT"),
+        # A name that does not match the text declares nothing.
+        ({"LICENSE-MIT": GPL3_TEXT, "LICENSE-APACHE": APACHE_TEXT},
+         "Apache-2.0 AND GPL-3.0-only"),
+        # An unnamed third license is not part of the pair.
+        ({"LICENSE-MIT": MIT_TEXT, "LICENSE-APACHE": APACHE_TEXT, "COPYING": GPL3_TEXT},
+         "Apache-2.0 AND GPL-3.0-only AND MIT"),
         # A recognized LICENSE file beats manifest metadata.
         ({"LICENSE": MIT_TEXT, "package.json": '{"license": "ISC"}'}, "MIT"),
         # Files about bundled code and non-text files are not the project's license.
@@ -855,9 +872,10 @@ def test_repo_license_files(tmp_path, files, expected):
         ({"pyproject.toml": '[tool.poetry]\nname = "x"\nlicense = "MIT"\n'}, "MIT"),
         ({"setup.cfg": "[metadata]\nname = x\nlicense = Apache Software License\n"},
          "Apache-2.0"),
+        # Classifiers cannot say "or": several of them all apply.
         ({"setup.cfg": "[metadata]\nclassifiers =\n    License :: OSI Approved :: MIT License\n"
                        "    License :: OSI Approved :: Apache Software License\n"},
-         "Apache-2.0 OR MIT"),
+         "Apache-2.0 AND MIT"),
         ({"setup.py": "from setuptools import setup\nsetup(name='x', license='MIT')\n"}, "MIT"),
         ({"Cargo.toml": '[package]\nname = "x"\nlicense = "MIT OR Apache-2.0"\n'},
          "MIT OR Apache-2.0"),
@@ -873,7 +891,7 @@ def test_repo_license_files(tmp_path, files, expected):
         ({"foo.gemspec": 'Gem::Specification.new do |s|\n  s.name = "foo"\n'
                          '  s.license = "MIT"\nend\n'}, "MIT"),
         ({"foo.gemspec": "Gem::Specification.new do |spec|\n"
-                         "  spec.licenses = ['MIT', 'Ruby']\nend\n"}, "MIT OR Ruby"),
+                         "  spec.licenses = ['MIT', 'Ruby']\nend\n"}, "MIT AND Ruby"),
         ({"foo.gemspec": "Gem::Specification.new do |spec|\n"
                          "  spec.licenses = %w[Apache-2.0]\nend\n"}, "Apache-2.0"),
         ({"DESCRIPTION": "Package: foo\nVersion: 1.0\nLicense: MIT + file LICENSE\n"
@@ -895,6 +913,82 @@ def test_repo_license_files(tmp_path, files, expected):
 )
 def test_repo_license_metadata(tmp_path, files, expected):
     assert detect_repo_license(_repo(tmp_path, files)) == expected
+
+
+RUST_README = """# foo
+
+## License
+
+Licensed under either of
+
+ * Apache License, Version 2.0 ([LICENSE-APACHE](LICENSE-APACHE) or http://www.apache.org/licenses/LICENSE-2.0)
+ * MIT license ([LICENSE-MIT](LICENSE-MIT) or http://opensource.org/licenses/MIT)
+
+at your option.
+"""
+
+
+@pytest.mark.parametrize(
+    ("files", "expected"),
+    [
+        # A manifest expression naming every license found says how they combine.
+        ({"LICENSE": MIT_TEXT, "COPYING": APACHE_TEXT,
+          "Cargo.toml": '[package]\nname = "x"\nlicense = "MIT OR Apache-2.0"\n'},
+         "MIT OR Apache-2.0"),
+        ({"LICENSE": MIT_TEXT, "COPYING": GPL3_TEXT,
+          "package.json": json.dumps({"license": "(MIT OR GPL-3.0-or-later)"})},
+         "MIT OR GPL-3.0-or-later"),
+        ({"LICENSE": MIT_TEXT, "COPYING": APACHE_TEXT,
+          "pyproject.toml": '[project]\nname = "x"\nlicense = "Apache-2.0 OR MIT"\n'},
+         "Apache-2.0 OR MIT"),
+        # A manifest that names only one of them declares no choice.
+        ({"LICENSE": MIT_TEXT, "COPYING": GPL3_TEXT, "package.json": '{"license": "MIT"}'},
+         "GPL-3.0-only AND MIT"),
+        ({"LICENSE": MIT_TEXT, "COPYING": GPL3_TEXT,
+          "Cargo.toml": '[package]\nlicense = "MIT OR Apache-2.0"\n'},
+         "GPL-3.0-only AND MIT"),
+        # A README offering the licenses as alternatives.
+        ({"LICENSE": MIT_TEXT, "COPYING": APACHE_TEXT, "README.md": RUST_README},
+         "Apache-2.0 OR MIT"),
+        ({"LICENSE": MIT_TEXT, "COPYING": GPL3_TEXT,
+          "README.rst": "Foo\n===\n\nFoo is dual-licensed: use it under the MIT license or\n"
+                        "the GNU General Public License v3, whichever suits you.\n"},
+         "GPL-3.0-only OR MIT"),
+        ({"LICENSE": MIT_TEXT, "COPYING": APACHE_TEXT,
+          "README": "foo\n\nSPDX-License-Identifier: MIT OR Apache-2.0\n"},
+         "Apache-2.0 OR MIT"),
+        # A README that does not offer a choice, or not between these licenses.
+        ({"LICENSE": MIT_TEXT, "COPYING": GPL3_TEXT,
+          "README.md": "# foo\n\nThe core is MIT; the plugins are under the GPL.\n"},
+         "GPL-3.0-only AND MIT"),
+        ({"LICENSE": MIT_TEXT, "COPYING": GPL3_TEXT,
+          "README.md": "# foo\n\nPass either of the flags. Licensed under the MIT license.\n"},
+         "GPL-3.0-only AND MIT"),
+    ],
+)
+def test_repo_license_declared_choice(tmp_path, files, expected):
+    assert detect_repo_license(_repo(tmp_path, files)) == expected
+
+
+def test_repo_with_a_copyleft_license_file_is_not_permissive(tmp_path):
+    # The issue's case: LICENSE (MIT) + COPYING (GPL-3.0) passed as "MIT OR GPL-3.0-only".
+    mixed = detect_repo_license(_repo(tmp_path / "mixed", {"LICENSE": MIT_TEXT, "COPYING": GPL3_TEXT}))
+    assert not license_allowed(mixed)
+    dual = detect_repo_license(_repo(tmp_path / "dual", {"LICENSE-MIT": MIT_TEXT,
+                                                           "LICENSE-APACHE": APACHE_TEXT}))
+    assert license_allowed(dual) and license_allowed(dual, ["MIT"])
+    declared = detect_repo_license(_repo(tmp_path / "declared", {
+        "LICENSE": MIT_TEXT, "COPYING": GPL3_TEXT,
+        "package.json": json.dumps({"license": "MIT OR GPL-3.0-only"})}))
+    assert license_allowed(declared)
+
+
+def test_license_ids():
+    assert licenses.license_ids("(MIT OR Apache-2.0) AND GPL-2.0-only WITH Classpath-exception-2.0") == {
+        "MIT", "Apache-2.0", "GPL-2.0-only"}
+    assert licenses.license_ids("MIT") == {"MIT"}
+    assert licenses.license_ids("MIT OR") == frozenset()
+    assert licenses.license_ids(None) == frozenset()
 
 
 @pytest.mark.parametrize(
@@ -996,10 +1090,24 @@ def test_distribution_license_junk_falls_through_to_classifiers():
                     "License :: OSI Approved :: Apache Software License",
                     "License :: OSI Approved :: MIT License"],
     )
-    assert distribution_license(md) == "Apache-2.0 OR MIT"
+    assert distribution_license(md) == "Apache-2.0 AND MIT"
     md = _metadata(License_Expression="NotAnId",
                    Classifier=["License :: OSI Approved :: ISC License (ISCL)"])
     assert distribution_license(md) == "ISC"
+
+
+def test_distribution_license_choice_only_when_declared():
+    # A permissive classifier next to a copyleft one is not a choice: both apply.
+    md = _metadata(Classifier=["License :: OSI Approved :: MIT License",
+                               "License :: OSI Approved :: GNU General Public License v3 (GPLv3)"])
+    assert distribution_license(md) == "GPL-3.0-only AND MIT"
+    assert not license_allowed(distribution_license(md))
+    # The License fields can say OR, and then it is a choice.
+    md = _metadata(License_Expression="MIT OR GPL-3.0-only")
+    assert license_allowed(distribution_license(md))
+    md = _metadata(License="MIT or GPLv3",
+                   Classifier=["License :: OSI Approved :: GNU General Public License v3 (GPLv3)"])
+    assert distribution_license(md) == "MIT OR GPL-3.0-only"
 
 
 def test_distribution_license_nothing_known():
@@ -1038,3 +1146,35 @@ def test_distribution_license_installed_environment():
         assert license_allowed(results["numpy"])
     if "hypothesis" in results:
         assert not license_allowed(results["hypothesis"])
+
+
+# --- through a corpus build ----------------------------------------------------------
+
+
+def _module(name: str) -> str:
+    """A small parseable module, unique per name so dedup keeps each one."""
+    return "".join(f"def {name}_{i}(x):\n    return x * {i} + len('{name}')\n\n\n" for i in range(6))
+
+
+def test_build_drops_a_repository_whose_licenses_all_apply(tmp_path):
+    import pyarrow.parquet as pq
+
+    from codekiln.cli import main
+
+    repos = tmp_path / "repos"
+    _repo(repos / "mixed", {"LICENSE": MIT_TEXT, "COPYING": GPL3_TEXT, "mixed.py": _module("mixed")})
+    _repo(repos / "dual", {"LICENSE-MIT": MIT_TEXT, "LICENSE-APACHE": APACHE_TEXT,
+                           "dual.py": _module("dual")})
+    _repo(repos / "declared", {"LICENSE": MIT_TEXT, "COPYING": APACHE_TEXT,
+                               "Cargo.toml": '[package]\nname = "x"\nlicense = "MIT OR Apache-2.0"\n',
+                               "declared.py": _module("declared")})
+    out = tmp_path / "corpus"
+    assert main(["data", "build", str(repos), "--out", str(out), "--quiet", "--keep-removed",
+                 "--workers", "1"]) == 0
+    kept = {d["repo"]: d["license"] for d in pq.read_table(out / "data").to_pylist()}
+    assert kept == {"dual": "Apache-2.0 OR MIT", "declared": "MIT OR Apache-2.0"}
+    removed = [d for d in pq.read_table(out / "removed").to_pylist() if d["reason"] != "language"]
+    assert [(d["path"], d["reason"], d["license"]) for d in removed] == [
+        ("mixed.py", "license", "GPL-3.0-only AND MIT")]
+    report = json.loads((out / "report.json").read_text())
+    assert report["dropped"]["license"]["docs"] == 1

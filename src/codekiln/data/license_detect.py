@@ -1,8 +1,11 @@
 """Finding a project's license: LICENSE/COPYING texts, package manifests, installed distributions.
 
 Returns SPDX expressions built with codekiln.data.licenses (the policy decisions are listed there).
-A recognized LICENSE file beats manifest metadata; several license files or manifest lists mean a
-choice (OR). Files are read up to 256 KB and never raise: unreadable or malformed means absent.
+A recognized LICENSE file beats manifest metadata. Several license files combine with AND (a
+project with LICENSE (MIT) and COPYING (GPL-3.0) is MIT AND GPL-3.0-only) unless the project
+declares a choice: files named after their licenses (LICENSE-MIT + LICENSE-APACHE), a manifest
+expression naming every license found (Cargo's "MIT OR Apache-2.0"), or a README that offers
+"either of" them. Files are read up to 256 KB and never raise: unreadable or malformed means absent.
 """
 
 from __future__ import annotations
@@ -16,7 +19,7 @@ from collections.abc import Iterable
 from typing import Any
 
 from codekiln.data.languages import detect_language
-from codekiln.data.licenses import _combine, normalize_license
+from codekiln.data.licenses import _combine, license_ids, normalize_license
 from codekiln.data.uri import UriPath
 
 try:  # Python >= 3.11
@@ -299,17 +302,19 @@ def _from_classifiers(classifiers: Iterable[Any]) -> str | None:
         for c in classifiers
         if isinstance(c, str) and c.strip().lower().startswith("license ::")
     ]
-    return _combine(found, "OR", sort=True)
+    # Trove classifiers cannot say "or": several of them may as well mean that
+    # parts of the package are under each, so all must be allowed.
+    return _combine(found, "AND", sort=True)
 
 
-def _from_value(value: Any) -> str | None:
-    """A manifest's license value: a string, a list of strings (a choice), or {"type": ...}."""
+def _from_value(value: Any, list_op: str = "OR") -> str | None:
+    """A manifest's license value: a string, a list of strings (joined with list_op), or {"type": ...}."""
     if isinstance(value, str):
         return normalize_license(value)
     if isinstance(value, dict):
-        return _from_value(value.get("type"))
+        return _from_value(value.get("type"), list_op)
     if isinstance(value, list):
-        return _combine((_from_value(v) for v in value), "OR", sort=True)
+        return _combine((_from_value(v, list_op) for v in value), list_op, sort=True)
     return None
 
 
@@ -342,11 +347,13 @@ def _package_json(root: pathlib.Path, names: dict[str, str]) -> str | None:
     data = _load_json(root, names["package.json"])
     if data is None:
         return None
+    # npm documents its legacy "licenses" list as a choice, to be written "(A OR B)" today.
     return _from_value(data.get("license")) or _from_value(data.get("licenses"))
 
 
 def _composer_json(root: pathlib.Path, names: dict[str, str]) -> str | None:
     data = _load_json(root, names["composer.json"])
+    # Composer documents an array of licenses as a disjunctive (OR) license.
     return _from_value(data.get("license")) if data else None
 
 
@@ -434,7 +441,8 @@ def _gemspec(root: pathlib.Path, names: dict[str, str]) -> str | None:
             items = value[3:-1].split()
         else:
             items = re.findall(r"""["']([^"'\n]+)["']""", value)
-        found = _from_value(items)
+        # RubyGems gives a list of licenses no meaning: all of them apply.
+        found = _from_value(items, "AND")
         if found is not None:
             return found
     return None
@@ -487,6 +495,109 @@ _METADATA_READERS = (
 )
 
 
+def _manifest_license(root: pathlib.Path, names: dict[str, str]) -> str | None:
+    """The first package manifest's license expression, in _METADATA_READERS order."""
+    for trigger, reader in _METADATA_READERS:
+        if trigger.startswith("."):  # a suffix, for "<name>.gemspec"
+            present = any(n.endswith(trigger) for n in names)
+        else:
+            present = trigger in names
+        if present:
+            spdx = reader(root, names)
+            if spdx is not None:
+                return spdx
+    return None
+
+
+_TEXT_EXTENSIONS = (".txt", ".md", ".markdown", ".rst")
+
+
+def _license_family(spdx: str) -> str:
+    # "GPL-3.0-only" -> "gpl", "Apache-2.0" -> "apache", "BSD-2-Clause" -> "bsd".
+    return spdx.split("-", 1)[0].lower()
+
+
+def _name_declares(lower: str, spdx: str) -> bool:
+    """True when a license file's name says which license it holds: LICENSE-MIT, LICENSE.APACHE2."""
+    prefix = next(p for p in _LICENSE_PREFIXES if lower.startswith(p))
+    if prefix == "unlicense":  # UNLICENSE beside LICENSE-MIT, as in ripgrep
+        return spdx == "Unlicense"
+    suffix = lower[len(prefix) + 1 :]
+    for ext in _TEXT_EXTENSIONS:
+        suffix = suffix.removesuffix(ext)
+    named = normalize_license(suffix) if suffix else None
+    # The name need not be exact: LICENSE-BSD may hold the 2-clause text, LICENSE-GPL any GPL.
+    return named is not None and license_ids(named) == {named} and (
+        _license_family(named) == _license_family(spdx)
+    )
+
+
+def _version_free(ids: Iterable[str]) -> set[str]:
+    # A manifest's GPL-3.0-or-later and the text's GPL-3.0-only name the same license.
+    return {i.removesuffix("+").removesuffix("-only").removesuffix("-or-later") for i in ids}
+
+
+def _covers(declared: str | None, found: Iterable[str]) -> bool:
+    """True when a declared expression names every license in `found`, so it says how they combine."""
+    declared_ids = _version_free(license_ids(declared))
+    wanted = set()
+    for spdx in found:
+        ids = license_ids(spdx)
+        if not ids:
+            return False
+        wanted |= _version_free(ids)
+    return bool(declared_ids) and wanted <= declared_ids
+
+
+_README_PREFIX = "readme"
+# "Licensed under either of", "dual-licensed under", "at your option", "your choice of".
+_CHOICE_PHRASE = re.compile(
+    r"\beither\s+of\b|\bdual[\s-]+licen[sc]ed?\b|\bat\s+your\s+(?:option|choice)\b"
+    r"|\byour\s+choice\s+of\b|\bdual[\s-]+licen[sc]ing\b",
+    re.IGNORECASE,
+)
+_CHOICE_WINDOW = 600
+_FAMILY_WORDS = {
+    "gpl": ("gpl", "general public license"),
+    "lgpl": ("lgpl", "lesser general public license", "library general public license"),
+    "agpl": ("agpl", "affero general public license"),
+    "mpl": ("mpl", "mozilla public license"),
+    "bsl": ("bsl", "boost software license"),
+    "psf": ("psf", "python software foundation license"),
+}
+
+
+def _mentions(window: str, spdx: str, file_names: Iterable[str]) -> bool:
+    """True when a README passage names a license, by SPDX id, by family, or by its file's name."""
+    if any(name in window for name in file_names):
+        return True
+    family = _license_family(spdx)
+    words = (spdx.lower(), *_FAMILY_WORDS.get(family, (family,)))
+    return any(re.search(r"(?<![\w-])" + re.escape(w) + r"(?![\w])", window) for w in words)
+
+
+def _readme_offers_choice(root, names: dict[str, str], files: dict[str, str]) -> bool:
+    """True when a top-level README offers the licenses of `files` as a choice ("either of ... at your option")."""
+    found = set(files.values())
+    for lower in sorted(n for n in names if n.startswith(_README_PREFIX)):
+        text = _read(root / names[lower])
+        if not text:
+            continue
+        # SPDX-License-Identifier: MIT OR Apache-2.0 in a README names the project's license.
+        m = _SPDX_LINE.search(text)
+        if m and _covers(normalize_license(m.group(1).strip().removesuffix("-->")), found):
+            return True
+        low = text.lower()
+        for m in _CHOICE_PHRASE.finditer(low):
+            window = low[max(0, m.start() - _CHOICE_WINDOW) : m.end() + _CHOICE_WINDOW]
+            if all(
+                _mentions(window, spdx, [n for n, s in files.items() if s == spdx])
+                for spdx in found
+            ):
+                return True
+    return False
+
+
 def detect_repo_license(repo_dir) -> str | None:
     """SPDX expression for a repository directory from its top-level LICENSE/COPYING files or package metadata."""
     try:
@@ -500,31 +611,35 @@ def detect_repo_license(repo_dir) -> str | None:
     except (OSError, TypeError, ValueError):
         return None
 
-    found: set[str] = set()
+    files: dict[str, str] = {}  # lower-cased file name -> its license
     for lower in sorted(names):
         if _is_license_file(lower):
             text = _read(root / names[lower])
             spdx = detect_license_text(text) if text else None
             if spdx is not None:
-                found.add(spdx)
+                files[lower] = spdx
     # LGPL-3.0 is written as extra permissions on top of GPL-3.0, so such
     # projects ship both COPYING and COPYING.LESSER: that is just the LGPL.
-    for spdx in [s for s in found if s.startswith("LGPL-3.0")]:
-        found.discard(spdx[1:])
-    if found:
-        # Several license files (LICENSE-MIT + LICENSE-APACHE) offer a choice.
-        return _combine(found, "OR", sort=True)
+    for lgpl in {s for s in files.values() if s.startswith("LGPL-3.0")}:
+        files = {name: s for name, s in files.items() if s != lgpl[1:]}
+    found = set(files.values())
+    if len(found) == 1:
+        return found.pop()
+    if not found:
+        return _manifest_license(root, names)
 
-    for trigger, reader in _METADATA_READERS:
-        if trigger.startswith("."):  # a suffix, for "<name>.gemspec"
-            present = any(n.endswith(trigger) for n in names)
-        else:
-            present = trigger in names
-        if present:
-            spdx = reader(root, names)
-            if spdx is not None:
-                return spdx
-    return None
+    # Several licenses: all of the code may need all of them (LICENSE (MIT) next
+    # to COPYING (GPL-3.0) usually means parts are GPL), unless the project says
+    # they are alternatives.
+    named = {s for name, s in files.items() if _name_declares(name, s)}
+    if found <= named:  # LICENSE-MIT + LICENSE-APACHE: the Rust ecosystem's dual license
+        return _combine(found, "OR", sort=True)
+    declared = _manifest_license(root, names)
+    if _covers(declared, found):
+        return declared
+    if _readme_offers_choice(root, names, files):
+        return _combine(found, "OR", sort=True)
+    return _combine(found, "AND", sort=True)
 
 
 def _is_file(entry: os.DirEntry) -> bool:

@@ -20,9 +20,14 @@ Policy decisions (see also the PERMISSIVE comment):
 * A GNU license *text* cannot tell "only" from "or later" (that lives in the
   per-file notices), so full texts map to "-only", as GitHub's licensee does;
   a short notice that says "any later version" maps to "-or-later".
-* Lists of licenses in manifests (npm "licenses", composer, gemspec, several
-  license classifiers, several LICENSE files) mean a choice: they combine with
-  OR.  ``to_expression`` on an explicit list combines with AND, as asked.
+* Several licenses found for one project combine with AND (all of its code
+  must be usable), unless the project itself declares a choice: an expression
+  that says OR (SPDX in a manifest, R's "|", a wheel's License-Expression), a
+  list in a manifest whose format defines lists as a choice (npm "licenses",
+  composer), license files named after their licenses (LICENSE-MIT +
+  LICENSE-APACHE), or a README that offers "either of" them.  Several license
+  classifiers or a gemspec list say nothing about a choice: AND.
+  ``to_expression`` on an explicit list combines with AND too.
 """
 
 from __future__ import annotations
@@ -437,6 +442,22 @@ def to_expression(licenses: str | Iterable[str] | None) -> str | None:
     if not normalized or any(n is None for n in normalized):
         return None
     return _combine(normalized, "AND", sort=False)
+
+
+def license_ids(expression: str | None) -> frozenset[str]:
+    """The license ids a normalized SPDX expression names (exceptions left out); empty when it does not parse."""
+    node = _parse_strict(expression) if isinstance(expression, str) else None
+    ids: set[str] = set()
+    stack = [node] if node is not None else []
+    while stack:
+        node = stack.pop()
+        if node[0] == "ID":
+            ids.add(node[1])
+        elif node[0] == "WITH":
+            ids.add(node[1][1])
+        else:
+            stack.extend(node[1])
+    return frozenset(ids)
 
 
 def _fold(allowlist: Collection[str]) -> frozenset[str]:
