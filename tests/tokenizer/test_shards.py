@@ -1,5 +1,6 @@
 """Token shards: format, counts, split by repository, packing, determinism, resume, bad input."""
 
+import contextlib
 import json
 
 import numpy as np
@@ -154,3 +155,82 @@ def test_index_spans_many_shards(setup, tmp_path, monkeypatch):
         ids = data[row["shard"]][row["offset"]: row["offset"] + row["tokens"]]
         assert ids[-1] == tok.eot_id and tok.eot_id not in ids[:-1].tolist()
     assert sum(r["tokens"] for r in index) == sum(d.size for d in data) == meta["splits"]["train"]["tokens"]
+
+
+def _decoded(out, tok_dir, split="train"):
+    tok = load(tok_dir)
+    return [tok.decode(s) for s in _split_docs(np.fromfile(out / f"{split}-00000.bin", dtype="<u2"), tok.eot_id)]
+
+
+def test_corpus_rebuilt_in_place_is_tokenized_again(setup, tmp_path, capsys):
+    """data build -> data tokenize -> data build --overwrite from edited sources -> data tokenize: new shards."""
+    _, _, tok_dir = setup
+    src, corpus, out = tmp_path / "docs.jsonl", tmp_path / "corpus", tmp_path / "tokens"
+
+    def build(tag):
+        src.write_text("".join(json.dumps({"content": f"def {tag}_{i}(x):\n    return x * {i} + {len(tag)}\n",
+                                           "path": f"m{i}.py", "license": "MIT", "repo": f"r{i % 5}"}) + "\n"
+                               for i in range(40)))
+        assert main(["data", "build", str(src), "--out", str(corpus), "--workers", "1", "--quiet", "--overwrite",
+                     "data.dedup.enabled=false"]) == 0
+        return sorted(pq.read_table(corpus / "data", columns=["content"]).column("content").to_pylist())
+
+    first = build("first")
+    tokenize_corpus(corpus, tok_dir, out, val_fraction=0.0, workers=1)
+    assert sorted(_decoded(out, tok_dir)) == first
+    second = build("second_version")
+    assert second != first
+    meta = tokenize_corpus(corpus, tok_dir, out, val_fraction=0.0, workers=1)
+    assert sorted(_decoded(out, tok_dir)) == second
+    assert meta["splits"]["train"]["bytes"] == sum(len(t.encode()) for t in second)
+    assert "tokenizing it again" in capsys.readouterr().err
+    # Unchanged since, it is not redone.
+    before = (out / "train-00000.bin").stat().st_mtime_ns
+    tokenize_corpus(corpus, tok_dir, out, val_fraction=0.0, workers=1)
+    assert (out / "train-00000.bin").stat().st_mtime_ns == before
+
+
+def test_unfinished_run_of_a_rebuilt_corpus_is_not_reused(setup, tmp_path, monkeypatch):
+    _, _, tok_dir = setup
+    corpus = write_corpus(tmp_path / "c", docs=700, seed=0)
+    out = tmp_path / "cut"
+    real = shards_mod.run_task
+    calls = []
+
+    def dying(task):
+        if len(calls) == 1:
+            raise KeyboardInterrupt
+        calls.append(task["id"])
+        return real(task)
+
+    monkeypatch.setattr(shards_mod, "run_task", dying)
+    with pytest.raises(KeyboardInterrupt):
+        tokenize_corpus(corpus, tok_dir, out, val_fraction=0.3, workers=1)
+    monkeypatch.setattr(shards_mod, "run_task", real)
+    # Rebuilt in place (same path, same size in documents), other content.
+    (corpus / "data" / "part-00000.parquet").unlink()
+    (corpus / "data").rmdir()
+    write_corpus(corpus, docs=700, seed=1)
+    tokenize_corpus(corpus, tok_dir, out, val_fraction=0.3, workers=1)
+    clean = tmp_path / "clean"
+    tokenize_corpus(corpus, tok_dir, clean, val_fraction=0.3, workers=1)
+    for name in ("train-00000.bin", "val-00000.bin", "meta.json"):
+        assert (out / name).read_bytes() == (clean / name).read_bytes()
+
+
+def test_tokenize_shows_progress_in_bytes(setup, tmp_path, monkeypatch):
+    _, corpus, tok_dir = setup
+    bars = []
+
+    @contextlib.contextmanager
+    def recording(label, total, enabled=True):
+        bar = {"label": label, "total": total, "done": 0, "enabled": enabled}
+        bars.append(bar)
+        yield lambda n: bar.__setitem__("done", bar["done"] + n)
+
+    monkeypatch.setattr(shards_mod, "task_progress", recording)
+    tokenize_corpus(corpus, tok_dir, tmp_path / "s", val_fraction=0.3, workers=2)
+    size = sum(d["bytes"] for d in _docs(corpus))
+    assert bars == [{"label": "tokenize", "total": size, "done": size, "enabled": True}]
+    tokenize_corpus(corpus, tok_dir, tmp_path / "q", val_fraction=0.3, progress=False)
+    assert bars[-1]["enabled"] is False

@@ -2,6 +2,7 @@
 
 import json
 import random
+import sys
 
 import pyarrow.parquet as pq
 import pytest
@@ -167,3 +168,15 @@ def test_stats_against_references(tok_dir, tmp_path, capsys):
     assert not seen & {r["content"] for r in rows if r["repo"] in held}
     assert main(["tokenizer", "stats", "--tokenizer", str(tok_dir), "--corpus", str(corpus), "--compare", "nope"]) == 2
     assert "--compare nope" in capsys.readouterr().err
+
+
+def test_stats_without_the_compare_extra(tok_dir, tmp_path, capsys, monkeypatch):
+    """tiktoken is the optional `compare` extra: stats work without it, --compare cl100k_base says how to add it."""
+    monkeypatch.setitem(sys.modules, "tiktoken", None)  # as if not installed: importing it raises ImportError
+    corpus = write_corpus(tmp_path / "corpus", docs=60)
+    assert main(["tokenizer", "stats", "--tokenizer", str(tok_dir), "--corpus", str(corpus)]) == 0
+    capsys.readouterr()
+    assert main(["tokenizer", "stats", "--tokenizer", str(tok_dir), "--corpus", str(corpus),
+                 "--compare", "cl100k_base"]) == 2
+    err = capsys.readouterr().err
+    assert len(err.strip().splitlines()) == 1 and "pip install 'codekiln[compare]'" in err

