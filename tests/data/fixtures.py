@@ -142,3 +142,20 @@ def make_parquet_v2(path: Path) -> None:
         "content": [python_module(300), "export const x: number = 1;\n" * 5],
     })
     pq.write_table(table, path)
+
+
+def make_damaged_parquet(directory: Path) -> None:
+    """Two damaged Parquet files of 300 MIT rows in 3 row groups: `a.parquet`, whose second row group's
+    content pages are overwritten with garbage, and `b.parquet`, cut short so its footer is gone."""
+    directory.mkdir(parents=True, exist_ok=True)
+    rows = {"content": [python_module(i, functions=2) for i in range(300)], "path": [f"f{i}.py" for i in range(300)],
+            "repo": ["org/r"] * 300, "license": ["MIT"] * 300}
+    pq.write_table(pa.table(rows), directory / "a.parquet", row_group_size=100, compression="snappy")
+    col = pq.ParquetFile(directory / "a.parquet").metadata.row_group(1).column(0)
+    start = col.dictionary_page_offset or col.data_page_offset
+    data = bytearray((directory / "a.parquet").read_bytes())
+    data[start + 30: start + col.total_compressed_size - 10] = b"\xab" * (col.total_compressed_size - 40)
+    (directory / "a.parquet").write_bytes(bytes(data))
+    pq.write_table(pa.table(rows), directory / "b.parquet", row_group_size=100)
+    whole = (directory / "b.parquet").read_bytes()
+    (directory / "b.parquet").write_bytes(whole[:-40])

@@ -10,7 +10,7 @@ from pathlib import Path
 
 import pyarrow.parquet as pq
 import pytest
-from fixtures import make_jsonl, make_parquet_v1, make_repos, python_module
+from fixtures import make_damaged_parquet, make_jsonl, make_parquet_v1, make_repos, python_module
 
 from codekiln.cli import main
 from codekiln.data.decontam import humaneval_problems
@@ -268,3 +268,74 @@ def test_build_killed_before_its_manifest_resumes(sources, tmp_path):
     assert _build(sources[1:2], out) == 0
     assert json.loads((out / "manifest.json").read_text())["state"]["complete"]
     assert not (out / "_work").exists()
+
+
+def _damaged_sources(root: Path) -> list[str]:
+    """A good JSONL file, a Parquet file with a corrupt row group and one with a truncated footer."""
+    make_jsonl(root / "good.jsonl")
+    make_damaged_parquet(root / "pq")
+    return [str(root / "good.jsonl"), str(root / "pq")]
+
+
+def test_damaged_sources_are_counted_with_what_they_lost(tmp_path):
+    srcs = _damaged_sources(tmp_path)
+    out = tmp_path / "out"
+    assert _build(srcs, out, "--workers", "2") == 0
+    report = json.loads((out / "report.json").read_text())
+    damaged = {d["what"].rsplit("/", 1)[-1]: d for d in report["damaged"]}
+    assert set(damaged) == {"a.parquet: row group 1 of 3", "b.parquet: Parquet footer"}
+    rg, footer = damaged["a.parquet: row group 1 of 3"], damaged["b.parquet: Parquet footer"]
+    assert rg["rows"] == 100 and rg["bytes"] > 100 * 500
+    assert footer["rows"] is None and footer["bytes"] == (tmp_path / "pq" / "b.parquet").stat().st_size
+    # dropped.unreadable totals what was lost: the 100 rows, the unknown footer as one, the malformed line.
+    assert report["dropped"]["unreadable"]["docs"] == 100 + 1 + 1
+    assert report["dropped"]["unreadable"]["bytes"] >= rg["bytes"] + footer["bytes"]
+    assert report["stages"][0]["docs_in"] == report["totals"]["docs_in"]
+    assert len({d["path"] for d in _read(out) if d["repo"] == "org/r"}) == 200
+
+
+def test_a_source_that_stays_unavailable_leaves_its_task_for_the_rerun(tmp_path, monkeypatch, capsys):
+    from codekiln.data import faults, readers
+
+    srcs = _damaged_sources(tmp_path)
+    clean = tmp_path / "clean"
+    assert _build(srcs, clean, "--workers", "1") == 0
+    real_open = readers._open_raw
+
+    def jsonl_down(file):
+        if file.endswith("good.jsonl"):
+            raise OSError(5, "Input/output error")
+        return real_open(file)
+
+    monkeypatch.setattr(readers, "_open_raw", jsonl_down)
+    monkeypatch.setattr(faults, "RETRY", faults.RetryPolicy(delays=(0.0, 0.0)))
+    out = tmp_path / "out"
+    capsys.readouterr()
+    assert _build(srcs, out, "--workers", "1", "data.keep_work=true") == 2
+    err = capsys.readouterr().err.strip()
+    assert err.startswith("codekiln: error: 1 of ") and "good.jsonl: [Errno 5] Input/output error" in err
+    assert "run the same command again" in err and "\n" not in err
+    assert not json.loads((out / "manifest.json").read_text())["state"]["complete"]
+    done = sorted(p.name for p in (out / "_work" / "tasks").glob("*.done"))
+    assert "task-000000.done" not in done and len(done) >= 1  # the JSONL task is task 0; the others finished
+    monkeypatch.undo()
+    assert _build(srcs, out, "--workers", "1", "data.keep_work=true") == 0
+    assert f"resumed {len(done)} finished tasks" in capsys.readouterr().out  # only the failed task ran again
+    for rel in ("report.json", "data/part-00000.parquet"):
+        assert (out / rel).read_bytes() == (clean / rel).read_bytes(), rel
+
+
+def test_a_build_of_unlicensed_code_says_how_to_include_it(tmp_path):
+    from codekiln.config import load_config
+    from codekiln.data.build import CorpusBuild
+
+    repo = tmp_path / "repos" / "mine"
+    (repo / ".git").mkdir(parents=True)
+    (repo / "app.py").write_text(python_module(3))
+    result = CorpusBuild([str(tmp_path / "repos")], tmp_path / "out", load_config(None, []), progress=False).run()
+    assert result.report["totals"]["docs_out"] == 0
+    assert result.report["licenses_dropped"] == {"unknown": {"docs": 1, "bytes": len(python_module(3))}}
+    assert "data.license.allow_unknown=true" in result.advice
+    allowed = CorpusBuild([str(tmp_path / "repos")], tmp_path / "out2",
+                          load_config(None, ["data.license.allow_unknown=true"]), progress=False).run()
+    assert allowed.report["totals"]["docs_out"] == 1 and allowed.advice is None

@@ -193,3 +193,152 @@ def test_uri_errors(tmp_path):
         resolve_source(f"file://{tmp_path}/notes.csv")
     with pytest.raises(UserError, match="cannot open"):
         resolve_source("nosuchscheme://bucket/key")
+
+
+# ------------------------------------------------------------------------------------ damaged sources
+
+def _parquet_with_groups(path, n_rows=300, group=100):
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    rows = {"content": [python_module(i, functions=2) for i in range(n_rows)],
+            "path": [f"f{i}.py" for i in range(n_rows)], "repo": ["org/r"] * n_rows}
+    pq.write_table(pa.table(rows), path, row_group_size=group, compression="snappy")
+    return pq.ParquetFile(path).metadata
+
+
+def _no_wait():
+    from codekiln.data.faults import RetryPolicy
+
+    waited = []
+    return RetryPolicy(delays=(0.5, 2.0, 8.0), sleep=waited.append), waited
+
+
+def test_truncated_parquet_footer_loses_the_file_and_says_so(tmp_path):
+    f = tmp_path / "cut.parquet"
+    _parquet_with_groups(f)
+    data = f.read_bytes()
+    f.write_bytes(data[: len(data) - 40])
+    docs, _, tasks = _read_all([str(f)])
+    assert [t["kind"] for t in tasks] == ["broken"]
+    (bad,) = docs
+    # The whole file is lost: its bytes are known, its row count was in the footer.
+    assert bad.error == "unreadable" and bad.size == len(data) - 40 and bad.rows == 1
+    assert bad.damage["what"].endswith("cut.parquet: Parquet footer") and bad.damage["rows"] is None
+    assert bad.damage["bytes"] == len(data) - 40 and "magic bytes" in bad.damage["error"]
+
+
+def test_corrupt_row_group_loses_only_its_rows(tmp_path):
+    f = tmp_path / "rg.parquet"
+    meta = _parquet_with_groups(f)
+    col = meta.row_group(1).column(0)  # the content column of the second row group
+    start = col.dictionary_page_offset or col.data_page_offset
+    data = bytearray(f.read_bytes())
+    data[start + 30: start + col.total_compressed_size - 10] = b"\xab" * (col.total_compressed_size - 40)
+    f.write_bytes(bytes(data))
+    docs, _, _ = _read_all([str(f)])
+    good = [d for d in docs if not d.error]
+    assert [d.path for d in good] == [f"f{i}.py" for i in range(100)] + [f"f{i}.py" for i in range(200, 300)]
+    (bad,) = [d for d in docs if d.error]
+    assert bad.path == "rg.parquet#rg1" and bad.rows == 100
+    assert bad.size == col.total_uncompressed_size == bad.damage["bytes"] and bad.damage["rows"] == 100
+    assert "row group 1 of 3" in bad.damage["what"]
+
+
+def test_gzip_jsonl_with_a_corrupt_tail_keeps_the_lines_before(tmp_path):
+    rows = [json.dumps({"content": python_module(i), "path": f"f{i}.py"}) + "\n" for i in range(40)]
+    gz = tmp_path / "tail.jsonl.gz"
+    # The first 20 lines as one gzip member, then a member whose tail is garbage.
+    head = gzip.compress("".join(rows[:20]).encode())
+    tail = gzip.compress("".join(rows[20:]).encode())
+    gz.write_bytes(head + tail[: len(tail) // 2] + b"\x00garbage" * 50)
+    docs, _, _ = _read_all([str(gz)])
+    good = [d.path for d in docs if not d.error]
+    assert good[:20] == [f"f{i}.py" for i in range(20)] and len(good) < 40
+    assert docs[-1].error == "unreadable" and docs[-1].damage["what"].startswith(str(gz))
+    assert "gzip stream" in docs[-1].damage["what"] and docs[-1].damage["rows"] is None
+
+
+def test_a_flaky_filesystem_is_retried_with_the_same_result(tmp_path, monkeypatch):
+    from codekiln.data import readers
+
+    make_repos(tmp_path / "repos")
+    f = tmp_path / "rg.parquet"
+    _parquet_with_groups(f)
+    gz = tmp_path / "docs.jsonl.gz"
+    make_jsonl(tmp_path / "docs.jsonl")
+    gz.write_bytes(gzip.compress((tmp_path / "docs.jsonl").read_bytes()))
+    specs = [str(tmp_path / "repos"), str(f), str(gz)]
+    cfg = DataConfig()
+    tasks, _ = plan_sources(specs, cfg)
+    expected = [(d.repo, d.path, d.data, d.error) for t in tasks for d in read_task(t, cfg.hygiene.max_bytes)]
+    real_open = readers._open_raw
+    failures = {"open": 0, "read": 0}
+
+    class Flaky:
+        """A file whose first two reads fail like a dropped network mount."""
+
+        def __init__(self, fh):
+            self.fh = fh
+
+        def read(self, n=-1):
+            if failures["read"] < 2:
+                failures["read"] += 1
+                raise OSError(5, "Input/output error")
+            return self.fh.read(n)
+
+        def __getattr__(self, name):
+            return getattr(self.fh, name)
+
+    def flaky_open(file):
+        if failures["open"] < 2:
+            failures["open"] += 1
+            raise TimeoutError("connection timed out")
+        return Flaky(real_open(file))
+
+    monkeypatch.setattr(readers, "_open_raw", flaky_open)
+    policy, waited = _no_wait()
+    got = []
+    for t in tasks:
+        failures.update(open=0, read=0)  # every task meets a filesystem that fails twice, then works
+        got += [(d.repo, d.path, d.data, d.error) for d in read_task(t, cfg.hygiene.max_bytes, policy)]
+    assert got == expected
+    assert waited[:4] == [0.5, 2.0, 0.5, 2.0]  # two failed opens, then two failed reads: each waited and retried
+
+
+def test_a_persistent_io_error_stops_the_task_and_a_missing_file_does_not(tmp_path, monkeypatch):
+    from codekiln.data import readers
+    from codekiln.data.faults import SourceUnavailable
+
+    f = tmp_path / "docs.jsonl"
+    make_jsonl(f)
+    tasks, _ = plan_sources([str(f)], DataConfig())
+    policy, waited = _no_wait()
+
+    def down(file):
+        raise ConnectionResetError(104, "Connection reset by peer")
+
+    monkeypatch.setattr(readers, "_open_raw", down)
+    with pytest.raises(SourceUnavailable, match="Connection reset by peer.*tried 4 times"):
+        list(read_task(tasks[0], None, policy))
+    assert waited == [0.5, 2.0, 8.0]
+    monkeypatch.undo()
+    f.unlink()  # gone since it was planned: permanent, counted, not retried
+    waited.clear()
+    (bad,) = list(read_task(tasks[0], None, policy))
+    assert bad.error == "unreadable" and bad.size == tasks[0]["bytes"] and waited == []
+
+
+def test_memory_error_is_never_swallowed(tmp_path, monkeypatch):
+    import pyarrow.parquet as pq
+
+    f = tmp_path / "rg.parquet"
+    _parquet_with_groups(f)
+    tasks, _ = plan_sources([str(f)], DataConfig())
+
+    def oom(self, *args, **kwargs):
+        raise MemoryError
+
+    monkeypatch.setattr(pq.ParquetFile, "read_row_group", oom)
+    with pytest.raises(MemoryError):
+        list(read_task(tasks[0], None))

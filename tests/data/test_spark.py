@@ -6,7 +6,7 @@ import shutil
 
 import pyarrow.parquet as pq
 import pytest
-from fixtures import make_jsonl, make_parquet_v1, make_repos, near_copy, python_module
+from fixtures import make_damaged_parquet, make_jsonl, make_parquet_v1, make_repos, near_copy, python_module
 
 from codekiln.cli import main
 from codekiln.data.decontam import humaneval_problems
@@ -36,6 +36,7 @@ def sources(tmp_path_factory):
     ])
     (root / "pq").mkdir()
     make_parquet_v1(root / "pq" / "v1.parquet")
+    make_damaged_parquet(root / "pq")  # a lost row group and a lost footer, counted alike by both executors
     # Sources as URIs: the driver plans and the executors read through pyarrow's filesystems.
     return [f"file://{root / 'repos'}", f"file://{root / 'extra.jsonl'}", f"file://{root / 'pq'}"]
 
@@ -58,6 +59,7 @@ def test_spark_equals_local(sources, tmp_path):
     assert _rows(spark, "removed") == _rows(local, "removed")
     report = json.loads((local / "report.json").read_text())
     assert report["dropped"]["near_duplicate"]["docs"] >= 8 and report["dedup"]["near_duplicate_clusters"] >= 3
+    assert [d["rows"] for d in report["damaged"]] == [100, None]
     # Input order is kept in the Spark output too.
     orders = [(d["repo"], d["path"]) for d in pq.read_table(spark / "data").to_pylist()]
     assert orders == [(d["repo"], d["path"]) for d in pq.read_table(local / "data").to_pylist()]

@@ -29,6 +29,7 @@ from codekiln.data.document import DOCUMENT_SCHEMA, REMOVED_SCHEMA
 from codekiln.data.executor import LocalExecutor
 from codekiln.data.minhash import LSHParams, candidate_probability
 from codekiln.data.uri import UriPath, is_uri
+from codekiln.data.report import advice as report_advice
 from codekiln.data.report import build_report
 from codekiln.data.stages import Stats
 from codekiln.errors import UserError
@@ -77,6 +78,11 @@ class BuildResult:
     resumed_tasks: int = 0
     already_complete: bool = False
     stage_seconds: dict[str, float] = field(default_factory=dict)  # summed over workers
+
+    @property
+    def advice(self) -> str | None:
+        """What to do when the build kept nothing for a reason the user can change (printed last), else None."""
+        return report_advice(self.report)
 
 
 class CorpusBuild:

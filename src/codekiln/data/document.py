@@ -31,6 +31,9 @@ class RawDoc:
     `data` holds the file's bytes (or the UTF-8 encoding of text given by a dataset); `error` is
     a drop reason set by the reader itself (`unreadable`), in which case `data` may be empty.
     `truncated` marks a file the reader did not read in full because it exceeds the size cap.
+    A record for a damaged part of a source (a Parquet row group that does not decode) stands for
+    `rows` documents of `size` bytes in all, and `damage` says what was lost: `{what, error, rows,
+    bytes}`, rows and bytes None where the source does not say.
     """
 
     source: str
@@ -43,6 +46,8 @@ class RawDoc:
     size: int = -1
     truncated: bool = False
     error: str | None = None
+    rows: int = 1
+    damage: dict | None = None
 
     def __post_init__(self) -> None:
         if self.size < 0:

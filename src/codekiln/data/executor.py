@@ -16,6 +16,7 @@ import pyarrow as pa
 
 from codekiln.config import DataConfig
 from codekiln.data.document import REMOVED_SCHEMA
+from codekiln.data.faults import SourceUnavailable
 from codekiln.data.readers import read_task
 from codekiln.data.stages import DocumentProcessor, Stats
 from codekiln.files import atomic_write_bytes, atomic_write_parquet
@@ -37,8 +38,20 @@ def _init_worker(cfg_json: str, keep_removed: bool, work: str, bands: int) -> No
                   keep_removed=keep_removed, cfg=cfg)
 
 
-def run_task(task: dict) -> tuple[int, int]:
-    """Run one map task in this worker; returns (task id, its expected cost)."""
+def run_task(task: dict) -> tuple[int, int, str | None]:
+    """Run one map task in this worker; returns (task id, its expected cost, why it failed or None).
+
+    A task whose source stays unavailable after the readers' retries leaves no `.done` marker and
+    reports why, so the other tasks finish and a rerun retries this one.
+    """
+    try:
+        _run_task(task)
+    except SourceUnavailable as exc:
+        return task["id"], task_cost(task), str(exc)
+    return task["id"], task_cost(task), None
+
+
+def _run_task(task: dict) -> None:
     from codekiln.data.build import work_schema
 
     proc: DocumentProcessor = _STATE["processor"]
@@ -75,7 +88,6 @@ def run_task(task: dict) -> tuple[int, int]:
         atomic_write_parquet(Path(f"{base}.removed.parquet"), pa.Table.from_pylist(removed, schema=REMOVED_SCHEMA))
     atomic_write_bytes(Path(f"{base}.stats.json"), json.dumps(proc.stats.to_dict()).encode())
     atomic_write_bytes(Path(f"{base}.done"), b"")
-    return task["id"], task_cost(task)
 
 
 class LocalExecutor:
@@ -93,7 +105,18 @@ class LocalExecutor:
         pending.sort(key=lambda t: (-task_cost(t), t["id"]))
         total = sum(task_cost(t) for t in pending)
         initargs = (self.cfg.model_dump_json(), self.keep_removed, str(self.work), self.bands)
+        failed: list[str] = []
         with task_progress("map: stages 1-6", total, enabled=self.progress) as advance:
-            for _tid, cost in run_tasks(run_task, pending, self.workers, _init_worker, initargs):
+            for _tid, cost, error in run_tasks(run_task, pending, self.workers, _init_worker, initargs):
                 advance(cost)
+                if error is not None:
+                    failed.append(error)
+        if failed:
+            raise SourceUnavailable(unfinished_message(len(failed), len(tasks), failed[0]))
         return len(done)
+
+
+def unfinished_message(failed: int, tasks: int, first: str) -> str:
+    """The one line a build ends with when map tasks could not read their sources."""
+    return (f"{failed} of {tasks} map tasks stopped unfinished ({first}); "
+            "the finished tasks are kept: run the same command again to retry the rest")

@@ -28,6 +28,7 @@ import pyarrow.parquet as pq
 
 from codekiln.config import DataConfig, WalkConfig
 from codekiln.data.document import RawDoc, text_to_bytes
+from codekiln.data.faults import RetryingFile, RetryPolicy, SourceUnavailable, first_line
 from codekiln.data.languages import detect_language
 from codekiln.data.uri import URI as _URI
 from codekiln.data.uri import UriPath, filesystem
@@ -147,12 +148,26 @@ def _list_files(location: str, suffixes: tuple[str, ...]) -> list[tuple[str, int
     return sorted(out)
 
 
-def _open_binary(file: str):
-    """A seekable binary file object for a local path or a URI."""
+def _open_raw(file: str):
+    """An unbuffered binary file object for a local path or a URI (no retries: see open_source)."""
     if _URI.match(file):
         fs, path = filesystem(file)
-        return io.BufferedReader(fs.open_input_file(path), buffer_size=1 << 20)
-    return open(file, "rb")
+        return fs.open_input_file(path)
+    return open(file, "rb", buffering=0)
+
+
+def open_source(file: str, retry: RetryPolicy | None = None) -> io.BufferedReader:
+    """A seekable binary file over a local path or a URI whose I/O errors are retried (data/faults.py).
+
+    Raises the permanent OSErrors (missing file, denied) at once, SourceUnavailable when a transient
+    one persists.
+    """
+    return io.BufferedReader(RetryingFile(file, _open_raw, retry), buffer_size=1 << 20)
+
+
+def _shown(file: str) -> str:
+    """A file as reports name it: a URI without its query, which may hold credentials."""
+    return file.split("?", 1)[0]
 
 
 def _base_name(file: str) -> str:
@@ -362,6 +377,8 @@ def _plan_packages(_location: str, cfg: DataConfig, skipped: dict) -> list[dict]
     for key, dist in sorted(dists, key=lambda x: x[0]):
         try:
             files = dist.files or []
+        except MemoryError:
+            raise
         except Exception:  # noqa: BLE001 - a broken RECORD is the distribution's problem, not ours
             files = []
         license = distribution_license(dist.metadata)
@@ -390,24 +407,38 @@ def _plan_packages(_location: str, cfg: DataConfig, skipped: dict) -> list[dict]
 
 def _plan_parquet(location: str, cfg: DataConfig, skipped: dict) -> list[dict]:
     tasks: list[dict] = []
-    for f, _size in _list_files(location, (".parquet",)):
+    for f, file_size in _list_files(location, (".parquet",)):
         try:
-            meta = pq.ParquetFile(_open_binary(f) if _URI.match(f) else f).metadata
+            with open_source(f) as fh:
+                meta = pq.ParquetFile(fh).metadata
             names = set(meta.schema.names)
-        except Exception as exc:  # noqa: BLE001 - any broken file is counted, never fatal
-            tasks.append({"kind": "broken", "source": "parquet", "file": str(f), "error": str(exc)[:200], "bytes": 0})
+        except (SourceUnavailable, MemoryError):
+            raise
+        except Exception as exc:  # noqa: BLE001 - a footer that does not decode is damage: counted, never fatal
+            # Its rows are unknown (the footer holds the count); the whole file is lost.
+            tasks.append({"kind": "broken", "source": "parquet", "file": str(f), "error": first_line(exc),
+                          "bytes": file_size, "cost": 0})
             continue
         if not names & set(_COLUMNS["content"]):
             raise UserError(f"parquet source {f} has no 'content' column (The Stack v2 ships content separately)")
-        groups, size = [], 0
+        leaves = [meta.schema.column(j).path for j in range(meta.num_columns)]
+        content = _column(names, "content")
+        leaf = leaves.index(content) if content in leaves else None
+        groups, rows, lost, size = [], [], [], 0
         for i in range(meta.num_row_groups):
+            rg = meta.row_group(i)
             groups.append(i)
-            size += meta.row_group(i).total_byte_size
+            rows.append(rg.num_rows)
+            # What a damaged row group loses, as its metadata says: its rows and its text (uncompressed).
+            lost.append(rg.total_byte_size if leaf is None else rg.column(leaf).total_uncompressed_size)
+            size += rg.total_byte_size
             if size >= cfg.task_bytes:
-                tasks.append({"kind": "parquet", "source": "parquet", "file": str(f), "row_groups": groups, "bytes": size})
-                groups, size = [], 0
+                tasks.append({"kind": "parquet", "source": "parquet", "file": str(f), "row_groups": groups,
+                              "group_rows": rows, "group_bytes": lost, "bytes": size})
+                groups, rows, lost, size = [], [], [], 0
         if groups:
-            tasks.append({"kind": "parquet", "source": "parquet", "file": str(f), "row_groups": groups, "bytes": size})
+            tasks.append({"kind": "parquet", "source": "parquet", "file": str(f), "row_groups": groups,
+                          "group_rows": rows, "group_bytes": lost, "bytes": size})
     return tasks
 
 
@@ -434,28 +465,42 @@ _PLANNERS = {
 # ------------------------------------------------------------------------------------------ reading
 
 
-def read_task(task: dict, max_bytes: int | None) -> Iterator[RawDoc]:
-    """The RawDocs of one planned task, in a stable order."""
+def read_task(task: dict, max_bytes: int | None, retry: RetryPolicy | None = None) -> Iterator[RawDoc]:
+    """The RawDocs of one planned task, in a stable order.
+
+    Damage to a source becomes `unreadable` RawDocs that say what was lost; a transient I/O error that
+    persists after the retries of `retry` raises SourceUnavailable (the task must not be marked done).
+    """
     kind = task["kind"]
     if kind == "files":
-        yield from _read_files(task, max_bytes)
+        yield from _read_files(task, max_bytes, retry)
     elif kind == "parquet":
-        yield from _read_parquet(task)
+        yield from _read_parquet(task, retry)
     elif kind == "jsonl":
-        yield from _read_jsonl(task)
+        yield from _read_jsonl(task, retry)
     elif kind == "broken":
-        yield RawDoc("parquet", "", _base_name(task["file"]), b"", error="unreadable")
+        file = task["file"]
+        yield _damaged("parquet", _base_name(file), f"{_shown(file)}: Parquet footer", task["error"], None, task["bytes"])
     else:
         raise ValueError(f"unknown task kind {kind!r}")
 
 
-def _read_files(task: dict, max_bytes: int | None) -> Iterator[RawDoc]:
+def _damaged(source: str, name: str, what: str, error: str, rows: int | None, nbytes: int | None) -> RawDoc:
+    """An `unreadable` record standing for a damaged part of a source: `rows` documents when known, else one."""
+    return RawDoc(source, "", name, b"", size=nbytes or 0, rows=rows or 1, error="unreadable",
+                  damage={"what": what, "error": error, "rows": rows, "bytes": nbytes})
+
+
+def _read_files(task: dict, max_bytes: int | None, retry: RetryPolicy | None) -> Iterator[RawDoc]:
     source = task["source"]
     for repo, rel, abspath, size, license in task["items"]:
         try:
-            with _open_binary(abspath) as fh:
+            with open_source(abspath, retry) as fh:
                 data = fh.read() if max_bytes is None else fh.read(max_bytes + 1)
+        except SourceUnavailable:
+            raise
         except (OSError, UserError):
+            # Permanent (missing, denied, a directory): transient errors were retried by open_source.
             yield RawDoc(source, repo, rel, b"", license=license, size=size, error="unreadable")
             continue
         truncated = max_bytes is not None and len(data) > max_bytes
@@ -479,19 +524,44 @@ def _stars(value) -> int | None:
     return stars if stars is None or -(2**63) <= stars < 2**63 else None
 
 
-def _read_parquet(task: dict) -> Iterator[RawDoc]:
+def _read_parquet(task: dict, retry: RetryPolicy | None) -> Iterator[RawDoc]:
     path = task["file"]
     base = _base_name(path)
+    groups = task["row_groups"]
+    # Plans written before these keys existed: what a row group holds is then read from the footer.
+    rows_of, bytes_of = task.get("group_rows"), task.get("group_bytes")
     try:
-        pf = pq.ParquetFile(_open_binary(path) if _URI.match(path) else path)
+        pf = pq.ParquetFile(open_source(path, retry))
+        meta = pf.metadata
         names = set(pf.schema_arrow.names)
-        cols = {role: _column(names, role) for role in _COLUMNS}
-        table = pf.read_row_groups(task["row_groups"], columns=[c for c in cols.values() if c])
-    except Exception:  # noqa: BLE001 - a corrupt row group is counted, never fatal
-        yield RawDoc("parquet", "", f"{base}#rg{task['row_groups'][0]}", b"", error="unreadable")
+    except (SourceUnavailable, MemoryError):
+        raise
+    except Exception as exc:  # noqa: BLE001 - the footer decoded when planned: the file changed or is damaged
+        for k, g in enumerate(groups):
+            yield _damaged("parquet", f"{base}#rg{g}", f"{_shown(path)}: row group {g}", first_line(exc),
+                           rows_of[k] if rows_of else None, bytes_of[k] if bytes_of else None)
         return
+    cols = {role: _column(names, role) for role in _COLUMNS}
+    first_row = sum(meta.row_group(i).num_rows for i in range(groups[0]))
+    for k, g in enumerate(groups):
+        n_rows = meta.row_group(g).num_rows
+        try:
+            table = pf.read_row_group(g, columns=[c for c in cols.values() if c])
+        except (SourceUnavailable, MemoryError):
+            raise
+        except Exception as exc:  # noqa: BLE001 - pages that do not decode: this row group is lost, not the file
+            lost = bytes_of[k] if bytes_of else meta.row_group(g).total_byte_size
+            yield _damaged("parquet", f"{base}#rg{g}", f"{_shown(path)}: row group {g} of {meta.num_row_groups}",
+                           first_line(exc), n_rows, lost)
+            first_row += n_rows
+            continue
+        yield from _parquet_docs(table, cols, base, first_row)
+        first_row += n_rows
+
+
+def _parquet_docs(table, cols: dict, base: str, first_row: int) -> Iterator[RawDoc]:
+    """The RawDocs of one decoded row group, whose first row is row `first_row` of the file."""
     column = {role: (table.column(c).to_pylist() if c else None) for role, c in cols.items()}
-    first_row = sum(pf.metadata.row_group(i).num_rows for i in range(task["row_groups"][0]))
     for i in range(table.num_rows):
         content = column["content"][i]
         repo = column["repo"][i] if column["repo"] else None
@@ -529,20 +599,24 @@ def _jsonl_doc(obj: dict, fallback_path: str) -> RawDoc:
     )
 
 
-def _read_jsonl(task: dict) -> Iterator[RawDoc]:
+def _read_jsonl(task: dict, retry: RetryPolicy | None) -> Iterator[RawDoc]:
     path = task["file"]
     base = _base_name(path)
     start, end = task["start"], task["end"]
+    gz = base.lower().endswith(".gz")
     try:
-        fh = _open_binary(path)
-        if base.lower().endswith(".gz"):
+        fh = open_source(path, retry)
+        if gz:
             fh = gzip.open(fh, "rb")
-    except (OSError, UserError):
-        yield RawDoc("jsonl", "", base, b"", error="unreadable")
+    except SourceUnavailable:
+        raise
+    except (OSError, UserError) as exc:
+        # Permanent: missing or denied since it was planned. Its lines are unknown; its bytes are lost.
+        yield _damaged("jsonl", base, _shown(path), first_line(exc), None, task["bytes"])
         return
     with fh:
+        offset = 0
         try:
-            offset = 0
             if start:
                 # The task whose range holds a line's first byte owns the line.
                 fh.seek(start - 1)
@@ -559,15 +633,17 @@ def _read_jsonl(task: dict) -> Iterator[RawDoc]:
                 try:
                     obj = json.loads(line)
                 except (ValueError, UnicodeDecodeError, RecursionError):
-                    yield RawDoc("jsonl", "", where, b"", error="unreadable")
+                    yield RawDoc("jsonl", "", where, b"", size=len(line), error="unreadable")
                     continue
                 if not isinstance(obj, dict):
-                    yield RawDoc("jsonl", "", where, b"", error="unreadable")
+                    yield RawDoc("jsonl", "", where, b"", size=len(line), error="unreadable")
                     continue
                 yield _jsonl_doc(obj, where)
-        except (OSError, EOFError, zlib.error):
-            # A truncated or corrupt gzip stream: what was read stands, the rest is one unreadable record.
-            yield RawDoc("jsonl", "", f"{base}@corrupt", b"", error="unreadable")
+        except (OSError, EOFError, zlib.error) as exc:
+            # A truncated or corrupt gzip stream (transient read errors were retried below it): the
+            # lines before the damage stand; how many lines and bytes the rest held, nothing says.
+            what = f"{_shown(path)}: {'gzip stream' if gz else 'file'} from text offset {offset}"
+            yield _damaged("jsonl", f"{base}@corrupt", what, first_line(exc), None, None)
 
 
 def python_version_tag() -> str:

@@ -47,11 +47,24 @@ def build_report(stats: Stats, cfg: DataConfig, languages: dict, licenses: dict,
         "dropped_by_language": {lang: _sorted(r) for lang, r in sorted(stats.dropped_by_language.items())},
         "languages": _sorted(languages),
         "licenses": _sorted(licenses),
+        "licenses_dropped": {lic: {"docs": d, "bytes": b} for lic, (d, b) in sorted(stats.licenses_dropped.items())},
         "pii": {kind: stats.pii.get(kind, 0) for kind in ("email", "ip", "secret")},
+        # Each damaged part of a source (counted in dropped.unreadable) and what it lost, null where unknown.
+        "damaged": sorted(stats.damaged, key=lambda d: (d["what"], d["error"])),
         "dedup": dedup,
         "totals": {"docs_in": stages[0]["docs_in"], "docs_out": docs_out,
                    "bytes_in": stages[0]["bytes_in"], "bytes_out": bytes_out},
     }
+
+
+def advice(report: dict) -> str | None:
+    """The line a build ends with when it kept nothing because the code has no license, else None."""
+    unknown = report.get("licenses_dropped", {}).get("unknown", {}).get("docs", 0)
+    if report["totals"]["docs_out"] or not unknown:
+        return None
+    return (f"no document was kept: {unknown:,} have no license (no LICENSE file or license metadata); "
+            "to include your own unlicensed code, pass data.license.allow_unknown=true "
+            "(or add a LICENSE file at the top of the repository)")
 
 
 def _mb(n: int) -> str:

@@ -31,17 +31,27 @@ from codekiln.config import DataConfig
 from codekiln.data.build import CONTAMINATED, _STATUS_REASON, dedup_stage_stats, move, rmtree
 from codekiln.data.dedup import EXACT, KEEP, NEAR
 from codekiln.data.document import DOCUMENT_SCHEMA, REMOVED_SCHEMA, RawDoc
+from codekiln.data.faults import MARKER, SourceUnavailable
 from codekiln.data.stages import Stats
 from codekiln.errors import UserError
 from codekiln.files import atomic_write_json
 
 _RAW_DDL = ("order long, source string, repo string, path string, data binary, license string, stars long, "
-            "lang_hint string, size long, truncated boolean, error string")
+            "lang_hint string, size long, truncated boolean, error string, rows long, damage string")
 _PROCESSED_DDL = ("kind string, order long, id string, content string, path string, repo string, lang string, "
                   "license string, source string, bytes long, stars long, reason string, content_hash binary, "
                   "eligible boolean, bands array<long>, contaminated boolean, permissive boolean, stats string")
 _BATCH_BYTES = 32_000_000
 _MAX_ROUNDS = 64
+
+
+def source_unavailable_in(text: str) -> str | None:
+    """The SourceUnavailable message inside a failed Spark job's error text (a worker's traceback), if any."""
+    for line in text.splitlines():
+        at = line.find(MARKER)
+        if at >= 0:
+            return line[at:].strip()
+    return None
 
 
 def spark_session(master: str | None, conf: list[str], workers: int):
@@ -89,6 +99,8 @@ def _read_batches(task_rows, max_bytes):
                 rows["order"].append((task_id << 32) | seq)
                 for n in names[1:]:
                     rows[n].append(getattr(raw, n))
+                if raw.damage is not None:
+                    rows["damage"][-1] = json.dumps(raw.damage, sort_keys=True)
                 size += len(raw.data)
                 if size >= _BATCH_BYTES:
                     yield pa.RecordBatch.from_pydict(rows)
@@ -109,7 +121,9 @@ def _process_batches(raw_rows, cfg_json: str, keep_removed: bool):
         for i in range(batch.num_rows):
             raw = RawDoc(cols["source"][i], cols["repo"][i], cols["path"][i], cols["data"][i] or b"",
                          license=cols["license"][i], stars=cols["stars"][i], lang_hint=cols["lang_hint"][i],
-                         size=cols["size"][i], truncated=cols["truncated"][i], error=cols["error"][i])
+                         size=cols["size"][i], truncated=cols["truncated"][i], error=cols["error"][i],
+                         rows=cols["rows"][i],
+                         damage=json.loads(cols["damage"][i]) if cols["damage"][i] is not None else None)
             outcome = proc.process(raw)
             if outcome.reason is not None and not keep_removed:
                 continue
@@ -170,7 +184,15 @@ class SparkRunner:
             raw = tasks_df.mapInArrow(lambda it: _read_batches(it, max_bytes), _RAW_DDL)
             cfg_json, keep_removed = self.cfg.model_dump_json(), self.build.keep_removed
             processed = raw.mapInArrow(lambda it: _process_batches(it, cfg_json, keep_removed), _PROCESSED_DDL)
-            processed.write.mode("overwrite").parquet(_spark_path(path))
+            try:
+                processed.write.mode("overwrite").parquet(_spark_path(path))
+            except Exception as exc:  # noqa: BLE001 - only a source that stayed unavailable is the user's to fix
+                cause = source_unavailable_in(str(exc))
+                if cause is None:
+                    raise
+                # Spark retried the task (spark.task.maxFailures) and failed the job: nothing was marked done.
+                raise SourceUnavailable(f"the map phase stopped unfinished ({cause}); "
+                                        "run the same command again to retry it") from None
         stats = Stats()
         for row in self.spark.read.parquet(_spark_path(path)).filter("kind = 'stats'").select("stats").collect():
             stats.merge(json.loads(row["stats"]))

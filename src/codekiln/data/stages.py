@@ -37,6 +37,8 @@ class Stats:
         self.dropped: dict[str, list[int]] = {}
         self.dropped_by_language: dict[str, dict[str, int]] = {}
         self.pii: dict[str, int] = {}
+        self.licenses_dropped: dict[str, list[int]] = {}  # by the license stage: license -> [docs, bytes]
+        self.damaged: list[dict] = []  # what each damaged part of a source lost (readers' RawDoc.damage)
         self.seconds: dict[str, float] = {}  # wall time per stage (benchmarks; never in report.json)
 
     def passed(self, stage: str, bytes_in: int, bytes_out: int | None = None, docs: int = 1) -> None:
@@ -62,7 +64,9 @@ class Stats:
     def to_dict(self) -> dict:
         """A JSON-able form, for task stats files."""
         return {"stages": self.stages, "dropped": self.dropped,
-                "dropped_by_language": self.dropped_by_language, "pii": self.pii, "seconds": self.seconds}
+                "dropped_by_language": self.dropped_by_language, "pii": self.pii, "licenses_dropped": self.licenses_dropped,
+                "damaged": self.damaged,
+                "seconds": self.seconds}
 
     def merge(self, other: dict) -> None:
         """Add another Stats' to_dict() into this one."""
@@ -82,6 +86,11 @@ class Stats:
                 mine[reason] = mine.get(reason, 0) + n
         for kind, n in other["pii"].items():
             self.pii[kind] = self.pii.get(kind, 0) + n
+        for lic, (docs, nbytes) in other.get("licenses_dropped", {}).items():
+            d = self.licenses_dropped.setdefault(lic, [0, 0])
+            d[0] += docs
+            d[1] += nbytes
+        self.damaged.extend(other.get("damaged", []))
         for stage, sec in other.get("seconds", {}).items():
             self.seconds[stage] = self.seconds.get(stage, 0.0) + sec
 
@@ -133,7 +142,9 @@ class DocumentProcessor:
 
     def _dropped(self, stage: str, reason: str, raw: RawDoc, doc_id: str, lang: str | None,
                  nbytes: int, text: str | None = None) -> Outcome:
-        self.stats.drop(stage, reason, nbytes, lang)
+        self.stats.drop(stage, reason, nbytes, lang, docs=raw.rows)
+        if raw.damage is not None:
+            self.stats.damaged.append(raw.damage)
         self._tick(stage)
         if not self.keep_removed:
             return Outcome({}, reason)
@@ -170,6 +181,9 @@ class DocumentProcessor:
         if cfg.license.enabled:
             ok = license_allowed(raw.license, self.allow_licenses)
             if not ok and not (raw.license is None and cfg.license.allow_unknown):
+                lost = st.licenses_dropped.setdefault(raw.license or "unknown", [0, 0])
+                lost[0] += 1
+                lost[1] += size
                 return self._dropped("license", "license", raw, doc_id, lang, size)
             st.passed("license", size)
             self._tick("license")
