@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 
 from codekiln.errors import UserError
@@ -12,12 +11,12 @@ def load(path: str | Path, device: str = "cpu"):
     """(model, tokenizer): the model in eval mode, `model(input_ids)` giving [batch, time, vocab] logits."""
     import torch
 
-    from codekiln.model import ModelConfig, Transformer
+    from codekiln.checkpoint import model_config, read_model_tensors, resolve, tokenizer_dir
+    from codekiln.model import Transformer
     from codekiln.tokenizer import load as load_tokenizer
-    from codekiln.train.checkpoint import read_model_tensors, resolve
 
     ckpt = resolve(path)
-    cfg = ModelConfig.from_dict(json.loads((ckpt / "config.json").read_text())["model"])
+    cfg = model_config(ckpt)
     with torch.device("meta"):
         model = Transformer(cfg)
     model.load_state_dict(read_model_tensors(ckpt / "model.safetensors", cfg), assign=True, strict=True)
@@ -25,7 +24,7 @@ def load(path: str | Path, device: str = "cpu"):
         model.lm_head.weight = model.embed.weight
     model.init_buffers()
     model.to(device)
-    tok_dir = ckpt.parent.parent / "tokenizer"
+    tok_dir = tokenizer_dir(ckpt)
     if not (tok_dir / "tokenizer.json").is_file():
         raise UserError(f"no tokenizer/ in the run directory of {ckpt}")
     return model.eval(), load_tokenizer(tok_dir)

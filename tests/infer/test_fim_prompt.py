@@ -4,7 +4,7 @@ import numpy as np
 import pytest
 
 from codekiln.infer import fim_prompt, generate
-from codekiln.train import fim
+from codekiln import fim
 
 PREFIX, SUFFIX = "def add(a, b):\n    ", "\n\nprint(add(1, 2))\n"
 

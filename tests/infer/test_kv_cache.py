@@ -116,7 +116,9 @@ def test_last_only_is_the_last_position():
     x = sequences([12, 12], 0)
     x = torch.stack(x)
     with torch.no_grad():
-        assert torch.equal(model(x, last_only=True), model(x)[:, -1:])
+        # the head runs on one position instead of twelve: another matmul shape, so another kernel may round
+        # the last bits differently (seen on AVX-512 CPUs); the values agree far inside 1e-5
+        assert torch.allclose(model(x, last_only=True), model(x)[:, -1:], rtol=0, atol=1e-5)
         last = model(x, cache=KVCache.for_model(model, 2, 12), last_only=True)
     assert last.shape == (2, 1, SMALL["vocab_size"])
     assert torch.allclose(last, model(x)[:, -1:], atol=1e-5)

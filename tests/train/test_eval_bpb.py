@@ -21,7 +21,11 @@ def test_eval_bpb_matches_training_validation(shards, tmp_path, capsys):
     last = [json.loads(x) for x in (run / "metrics.jsonl").read_text().splitlines() if "val_bpb" in x][-1]
     model, tok = codekiln.load(run)
     got = evaluate_bpb(model, tok, [data], seq_len=64, max_tokens=4096, batch_size=4)
-    assert got["val_bpb"] == last["val_bpb"] and got["val_bpb_by_lang"] == last["val_bpb_by_lang"]
+    # Two code paths: the trainer validates under its autocast (bf16 on a CPU with native bf16, as `auto`
+    # picks) with the training model, eval bpb in fp32 with the loaded one. On such a CPU they were
+    # measured 2e-5 bits/byte apart on this model; 1e-3 is far below any difference between two models.
+    assert got["val_bpb"] == pytest.approx(last["val_bpb"], abs=1e-3)
+    assert got["val_bpb_by_lang"] == pytest.approx(last["val_bpb_by_lang"], abs=1e-3)
     assert sum(got["bytes_by_lang"].values()) == got["bytes"] > 0
 
     out = tmp_path / "bpb.json"

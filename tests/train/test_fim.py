@@ -6,7 +6,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from codekiln.tokenizer import load
-from codekiln.train import fim
+from codekiln import fim
 
 
 @pytest.fixture(scope="module")

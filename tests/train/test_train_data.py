@@ -4,8 +4,10 @@ import numpy as np
 import pytest
 
 from codekiln.errors import UserError
+from codekiln.token_shards import ShardSet
 from codekiln.tokenizer import load
-from codekiln.train.data import ShardSet, TrainStream, ValSet, bits_per_byte, mixture, plan_table, token_bytes
+from codekiln.train.data import TrainStream, mixture, plan_table
+from codekiln.validation import ValSet, bits_per_byte, token_bytes
 
 
 @pytest.fixture(scope="module")

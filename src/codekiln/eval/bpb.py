@@ -2,12 +2,12 @@
 
 Bits per byte = summed cross-entropy in nats / ln 2 / UTF-8 bytes of the text predicted, so models
 with different tokenizers compare fairly. The text is the `val` split of token shards made with the
-model's own tokenizer (checked by hash).
+model's own tokenizer (checked by hash). The validation set and its arithmetic are the trainer's own
+(codekiln.validation), so a run's last logged figure is reproduced from its directory.
 """
 
 from __future__ import annotations
 
-import hashlib
 import math
 from pathlib import Path
 
@@ -19,15 +19,13 @@ from codekiln.errors import UserError
 def evaluate_bpb(model, tok, shard_dirs: list[str | Path], *, seq_len: int | None = None,
                  max_tokens: int | None = None, batch_size: int = 8) -> dict:
     """Bits per byte of the model on the val splits: overall, per language, with token and byte counts."""
-    from codekiln.train.data import ShardSet, ValSet, token_bytes
-    from codekiln.train.validation import validate
+    from codekiln.token_shards import ShardSet, check_tokenizer
+    from codekiln.tokenizer import tokenizer_hash
+    from codekiln.validation import ValSet, token_bytes, validate
 
     torch.set_flush_denormal(True)
-    sha = hashlib.sha256((Path(tok.directory) / "tokenizer.json").read_bytes()).hexdigest()
     sets = [ShardSet(p) for p in shard_dirs]
-    for s in sets:
-        if s.meta["tokenizer_sha256"] != sha:
-            raise UserError(f"{s.path} was tokenized with another tokenizer than the model's")
+    check_tokenizer(sets, tokenizer_hash(tok.directory), "the model's")
     seq_len = seq_len or model.cfg.context
     if seq_len > model.cfg.context:
         raise UserError(f"--seq-len {seq_len} exceeds the model's context {model.cfg.context}")

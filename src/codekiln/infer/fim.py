@@ -1,4 +1,4 @@
-"""Fill-in-the-middle prompts in the layout training used (codekiln.train.fim), so the two agree.
+"""Fill-in-the-middle prompts in the layout training used (codekiln.fim), so the two agree.
 
 PSM: <|fim_prefix|> prefix <|fim_suffix|> suffix <|fim_middle|>
 SPM: <|fim_prefix|><|fim_suffix|> suffix <|fim_middle|> prefix
@@ -8,7 +8,7 @@ special token (a <|file_sep|> or another <|fim_*|> marker also means the middle 
 
 from __future__ import annotations
 
-from codekiln.train import fim
+from codekiln import fim
 
 
 def fim_prompt(tok, prefix: str, suffix: str, spm: bool = False) -> list[int]:

@@ -1,4 +1,5 @@
-"""Checkpoints: atomic (written under a temporary name, renamed, `latest` written last), the last N kept.
+"""Writing checkpoints: atomic (written under a temporary name, flushed to disk, renamed, `latest` written
+last), the last N kept. Reading them is codekiln.checkpoint's job (a neutral module every consumer uses).
 
 checkpoints/step-N/ holds model.safetensors and config.json (what a consumer needs), optimizer.pt,
 and trainer.json (step, tokens, schedule position, every rank's data position and the RNG states).
@@ -14,12 +15,15 @@ import shutil
 from pathlib import Path
 
 import torch
-from safetensors.torch import load_file, save_file
+from safetensors.torch import save_file
 
 from codekiln import __version__
-from codekiln.errors import UserError
-from codekiln.files import atomic_write_bytes
+from codekiln.checkpoint import latest
+from codekiln.files import atomic_write_bytes, fsync_dir, fsync_file
 from codekiln.model import ModelConfig
+
+
+CHECKPOINT_FILES = ("model.safetensors", "config.json", "optimizer.pt", "trainer.json")
 
 
 def checkpoint_dir(run: Path, step: int) -> Path:
@@ -27,13 +31,10 @@ def checkpoint_dir(run: Path, step: int) -> Path:
     return run / "checkpoints" / f"step-{step}"
 
 
-def latest(run: Path) -> Path | None:
-    """The newest complete checkpoint of a run, or None."""
-    marker = run / "checkpoints" / "latest"
-    if not marker.is_file():
-        return None
-    path = run / "checkpoints" / marker.read_text().strip()
-    return path if (path / "trainer.json").is_file() else None
+def resumable(run: Path) -> Path | None:
+    """The newest complete checkpoint of a run with the trainer state to resume from, or None."""
+    path = latest(run)
+    return path if path is not None and (path / "trainer.json").is_file() else None
 
 
 def model_tensors(state: dict[str, torch.Tensor], cfg: ModelConfig) -> dict[str, torch.Tensor]:
@@ -42,14 +43,6 @@ def model_tensors(state: dict[str, torch.Tensor], cfg: ModelConfig) -> dict[str,
     if cfg.tie_embeddings:
         out.pop("lm_head.weight", None)
     return out
-
-
-def read_model_tensors(path: Path, cfg: ModelConfig) -> dict[str, torch.Tensor]:
-    """model.safetensors as a full state dict (the tied LM head restored)."""
-    state = load_file(str(path))
-    if cfg.tie_embeddings and "embed.weight" in state:
-        state["lm_head.weight"] = state["embed.weight"]
-    return state
 
 
 def save(run: Path, step: int, model_state: dict, cfg: ModelConfig, optim_state: dict, trainer: dict,
@@ -64,9 +57,15 @@ def save(run: Path, step: int, model_state: dict, cfg: ModelConfig, optim_state:
                                                  "step": step, "tokens": trainer["tokens"]}, indent=2) + "\n")
     torch.save(optim_state, tmp / "optimizer.pt")
     (tmp / "trainer.json").write_text(json.dumps(trainer, indent=2) + "\n")
+    # On disk before `latest` names it: after a power cut, `latest` never points at files the kernel
+    # had not yet written (renames can reach the disk before the data they name).
+    for name in CHECKPOINT_FILES:
+        fsync_file(tmp / name)
+    fsync_dir(tmp)
     if final.exists():  # a rerun that reached the same step again: replace it whole
         shutil.rmtree(final)
     os.replace(tmp, final)
+    fsync_dir(final.parent)
     atomic_write_bytes(run / "checkpoints" / "latest", f"{final.name}\n".encode())
     steps = sorted(int(p.name.split("-")[1]) for p in (run / "checkpoints").glob("step-*") if p.is_dir())
     for old in steps[:-keep]:
@@ -110,24 +109,3 @@ def prune_metrics(run: Path, step: int) -> None:
         if rec.get("step", 0) <= step:
             keep.append(line)
     atomic_write_bytes(path, ("\n".join(keep) + "\n" if keep else "").encode())
-
-
-def is_checkpoint(path: Path) -> bool:
-    """True for a checkpoints/step-N directory."""
-    return (path / "model.safetensors").is_file() and (path / "config.json").is_file() and \
-        "model" in json.loads((path / "config.json").read_text())
-
-
-def resolve(path: str | Path) -> Path:
-    """A run directory (its latest checkpoint) or a checkpoint directory -> the checkpoint directory."""
-    p = Path(path)
-    if not p.exists():
-        raise UserError(f"{p} does not exist")
-    if (p / "checkpoints").is_dir():
-        found = latest(p)
-        if found is None:
-            raise UserError(f"run {p} has no complete checkpoint yet")
-        return found
-    if is_checkpoint(p):
-        return p
-    raise UserError(f"{p} is neither a run directory nor a checkpoint directory")

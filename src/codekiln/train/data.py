@@ -13,55 +13,14 @@ resumed run sees exactly the batches it would have seen.
 
 from __future__ import annotations
 
-import json
-import math
 from collections import OrderedDict
 from dataclasses import dataclass
-from pathlib import Path
 
 import numpy as np
-import pyarrow.parquet as pq
 
+from codekiln import fim
 from codekiln.errors import UserError
-from codekiln.tokenizer.shards import FORMAT
-from codekiln.train import fim
-
-
-class ShardSet:
-    """One token-shard directory: meta.json, memory-mapped shards and the per-document index."""
-
-    def __init__(self, path: str | Path):
-        self.path = Path(path)
-        meta_path = self.path / "meta.json"
-        if not meta_path.is_file():
-            raise UserError(f"{self.path} is not a token-shard directory (no meta.json); run codekiln data tokenize")
-        self.meta = json.loads(meta_path.read_text())
-        if self.meta.get("format") != FORMAT:
-            raise UserError(f"{self.path} holds token shards in format {self.meta.get('format')}, not {FORMAT}; "
-                            "delete it and rerun codekiln data tokenize")
-        self.dtype = np.dtype("<u2") if self.meta["dtype"] == "uint16" else np.dtype("<u4")
-        self._maps: dict[str, list[np.memmap]] = {}
-        self.index: dict[str, dict[str, np.ndarray]] = {}
-        for split in ("train", "val"):
-            info = self.meta["splits"][split]
-            self._maps[split] = [np.memmap(self.path / n, dtype=self.dtype, mode="r") if
-                                 (self.path / n).stat().st_size else np.zeros(0, self.dtype) for n in info["shards"]]
-            t = pq.read_table(self.path / info["index"])
-            self.index[split] = {c: t.column(c).to_numpy() for c in ("shard", "offset", "tokens", "bytes")}
-            self.index[split]["lang"] = np.asarray(t.column("lang").to_pylist(), dtype=object)
-
-    def doc(self, split: str, i: int) -> np.ndarray:
-        """Token ids of document i of a split, its closing <|endoftext|> included."""
-        ix = self.index[split]
-        off = int(ix["offset"][i])
-        return np.asarray(self._maps[split][int(ix["shard"][i])][off: off + int(ix["tokens"][i])], dtype=np.int64)
-
-    def languages(self, split: str = "train") -> dict[str, int]:
-        """Tokens per language of a split."""
-        ix, out = self.index[split], {}
-        for lang in sorted(set(ix["lang"].tolist())):
-            out[lang] = int(ix["tokens"][ix["lang"] == lang].sum())
-        return out
+from codekiln.token_shards import ShardSet
 
 
 @dataclass
@@ -242,50 +201,3 @@ def plan_table(comps: list[Component], total_tokens: int | None) -> list[dict]:
         epochs = None if not total_tokens else c.share * total_tokens / max(1, c.tokens)
         rows.append({"component": c.name, "share": c.share, "tokens": c.tokens, "epochs": epochs})
     return rows
-
-
-def token_bytes(tok) -> np.ndarray:
-    """UTF-8 bytes each token id stands for (0 for special tokens): every char of a byte-level token is a byte."""
-    specials = set(tok.special_ids.values())
-    out = np.zeros(tok.vocab_size, dtype=np.int64)
-    for i in range(tok.vocab_size):
-        if i not in specials:
-            piece = tok._hf.id_to_token(i)
-            out[i] = len(piece) if piece is not None else 0
-    return out
-
-
-class ValSet:
-    """Fixed validation sequences: val documents in a fixed shuffled order up to a token budget, packed."""
-
-    def __init__(self, sets: list[ShardSet], seq_len: int, max_tokens: int, tok_bytes: np.ndarray):
-        ids, langs = [], []
-        names = sorted({lang for s in sets for lang in s.index["val"]["lang"].tolist()})
-        self.languages = names
-        code = {n: i for i, n in enumerate(names)}
-        for s in sets:  # each directory gets an equal part of the budget, so every one is measured
-            budget = (max_tokens + 1) // len(sets)
-            ix = s.index["val"]
-            # a fixed shuffle, so a budget smaller than the split still samples every part of it
-            for i in np.random.default_rng(0).permutation(len(ix["tokens"])).tolist():
-                if budget <= 0:
-                    break
-                d = s.doc("val", i)[:budget]
-                ids.append(d)
-                langs.append(np.full(d.size, code[ix["lang"][i]], dtype=np.int64))
-                budget -= d.size
-        stream = np.concatenate(ids) if ids else np.zeros(0, np.int64)
-        lang = np.concatenate(langs) if langs else np.zeros(0, np.int64)
-        n = max(0, (stream.size - 1) // seq_len)
-        self.inputs = stream[: n * seq_len].reshape(n, seq_len)
-        self.targets = stream[1: n * seq_len + 1].reshape(n, seq_len)
-        self.target_lang = lang[1: n * seq_len + 1].reshape(n, seq_len)
-        self.target_bytes = tok_bytes[self.targets] if n else np.zeros((0, seq_len), np.int64)
-
-    def __len__(self) -> int:
-        return len(self.inputs)
-
-
-def bits_per_byte(nats: float, nbytes: int) -> float:
-    """Cross-entropy summed in nats over text of nbytes bytes -> bits per UTF-8 byte."""
-    return nats / math.log(2) / nbytes if nbytes else float("nan")

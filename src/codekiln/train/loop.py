@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import contextlib
-import hashlib
 import json
 import math
 import os
@@ -17,17 +16,21 @@ import torch
 import torch.nn.functional as F
 import yaml
 
+from codekiln.checkpoint import latest, read_model_tensors, resolve, tokenizer_dir
+from codekiln.checkpoint import model_config as saved_model_config
 from codekiln.config import Config, config_to_yaml
 from codekiln.errors import UserError
 from codekiln.files import atomic_write_bytes
 from codekiln.model import ModelConfig, Transformer, flops_per_token, preset
 from codekiln.progress import console
+from codekiln.token_shards import ShardSet, check_tokenizer
 from codekiln.tokenizer import load as load_tokenizer
+from codekiln.tokenizer import tokenizer_hash
 from codekiln.train import checkpoint, metrics, parallel
-from codekiln.train.data import ShardSet, TrainStream, ValSet, mixture, plan_table, token_bytes
+from codekiln.train.data import TrainStream, mixture, plan_table
 from codekiln.train.optim import build_optimizer
 from codekiln.train.schedule import lr_at
-from codekiln.train.validation import doc_ids, validate
+from codekiln.validation import ValSet, doc_ids, token_bytes, validate
 
 # Keys that may change between a run and its resumption without changing what it computes.
 # The stability knobs are among them, so a run stopped by a loss spike can resume with a lower LR.
@@ -83,19 +86,28 @@ def model_config(cfg: Config, vocab_size: int) -> ModelConfig:
     return preset(cfg.model.preset, vocab_size=64 * math.ceil(vocab_size / 64), **fields)
 
 
-def _init_weights(source: str, vocab_size: int, attn_impl: str | None, tok_sha: str) -> tuple[ModelConfig, dict]:
-    """Continued pretraining: config and weights of one of our checkpoints or a Hugging Face Llama directory."""
-    from codekiln.export.hf_llama import is_hf_llama_dir, load_llama
+def _is_hugging_face_dir(path: Path) -> bool:
+    """True for a directory whose config.json is a Hugging Face model config rather than a codekiln checkpoint's."""
+    try:
+        cfg = json.loads((path / "config.json").read_text())
+    except (OSError, ValueError):
+        return False
+    return isinstance(cfg, dict) and "model" not in cfg and ("model_type" in cfg or "architectures" in cfg)
 
-    if is_hf_llama_dir(source):
-        mcfg, state = load_llama(source)
-    else:
-        ckpt = checkpoint.resolve(source)
-        source_tok = ckpt.parent.parent / "tokenizer" / "tokenizer.json"
-        if source_tok.is_file() and hashlib.sha256(source_tok.read_bytes()).hexdigest() != tok_sha:
-            raise UserError(f"train.init_from {source} was trained with another tokenizer than train.tokenizer")
-        mcfg = ModelConfig.from_dict(json.loads((ckpt / "config.json").read_text())["model"])
-        state = checkpoint.read_model_tensors(ckpt / "model.safetensors", mcfg)
+
+def _init_weights(source: str, vocab_size: int, attn_impl: str | None, tok_sha: str) -> tuple[ModelConfig, dict]:
+    """Continued pretraining: config and weights of a codekiln run or checkpoint trained with the same tokenizer."""
+    # A foreign model's token ids mean other strings than ours: its weights are usable only together with
+    # its own tokenizer, which is what an import (not a bare init_from) has to convert.
+    if _is_hugging_face_dir(Path(source)):
+        raise UserError(f"train.init_from {source} is a Hugging Face model directory; init_from takes a codekiln run "
+                        "or checkpoint (converting a Hugging Face model, `codekiln import hf`, is not available yet)")
+    ckpt = resolve(source)
+    source_tok = tokenizer_dir(ckpt)
+    if (source_tok / "tokenizer.json").is_file() and tokenizer_hash(source_tok) != tok_sha:
+        raise UserError(f"train.init_from {source} was trained with another tokenizer than train.tokenizer")
+    mcfg = saved_model_config(ckpt)
+    state = read_model_tensors(ckpt / "model.safetensors", mcfg)
     if mcfg.vocab_size < vocab_size:
         raise UserError(f"train.init_from {source} has a vocabulary of {mcfg.vocab_size}, smaller than the "
                         f"tokenizer's {vocab_size}")
@@ -109,7 +121,7 @@ def _prepare_run(run: Path, cfg: Config, restart: bool, d: parallel.Dist, finger
     is_run = (run / "config.yaml").is_file()
     if run.exists() and not is_run and any(p.name != ".tokenizer.tmp" for p in run.iterdir()):
         raise UserError(f"train.out {run} is not empty and is not a run directory; choose another")
-    found = checkpoint.latest(run) if is_run else None
+    found = checkpoint.resumable(run) if is_run else None
     if found is not None and not restart:
         saved = yaml.safe_load((run / "config.yaml").read_text())
         now = cfg.model_dump(mode="json")
@@ -181,11 +193,9 @@ def _train(cfg: Config, d: parallel.Dist, restart: bool, quiet: bool) -> dict:
         torch.set_num_threads(t.threads or max(1, (os.cpu_count() or 1) // d.world))
     tok_dir = Path(t.tokenizer)
     tok = load_tokenizer(tok_dir)
-    tok_sha = hashlib.sha256((tok_dir / "tokenizer.json").read_bytes()).hexdigest()
+    tok_sha = tokenizer_hash(tok_dir)
     sets = [ShardSet(p) for p in t.data]
-    for s in sets:
-        if s.meta["tokenizer_sha256"] != tok_sha:
-            raise UserError(f"{s.path} was tokenized with another tokenizer than {tok_dir}")
+    check_tokenizer(sets, tok_sha, tok_dir)
     inputs = {"tokenizer": tok_sha, "data": [{"tokenizer": st.meta["tokenizer_sha256"],
                                               "train": {k: st.meta["splits"]["train"][k] for k in ("tokens", "docs")},
                                               "val": {k: st.meta["splits"]["val"][k] for k in ("tokens", "docs")}}
@@ -237,7 +247,7 @@ def _train(cfg: Config, d: parallel.Dist, restart: bool, quiet: bool) -> dict:
         if state["world"] != d.world:
             raise UserError(f"{run} was trained on {state['world']} processes; resume it on the same number")
         opts = StateDictOptions(full_state_dict=True)
-        set_model_state_dict(model, checkpoint.read_model_tensors(resume_from / "model.safetensors", mcfg), options=opts)
+        set_model_state_dict(model, read_model_tensors(resume_from / "model.safetensors", mcfg), options=opts)
         set_optimizer_state_dict(model, optimizer, checkpoint.load_optimizer(resume_from), options=opts)
         stream.load_state_dict(state["data"][d.rank])
         _set_rng_state(state["rng"][d.rank])
@@ -248,7 +258,7 @@ def _train(cfg: Config, d: parallel.Dist, restart: bool, quiet: bool) -> dict:
         run.mkdir(parents=True, exist_ok=True)
         atomic_write_bytes(run / "config.yaml", config_to_yaml(cfg).encode())
         _copy_tokenizer(tok_dir, run)
-    log = metrics.MetricsLog(run, d.main, t.wandb_project, cfg.model_dump(mode="json"))
+    log = metrics.MetricsLog(run, d.main, t.wandb_project, cfg.model_dump(mode="json"), quiet)
 
     def autocast():
         if dtype == torch.float32 or mode == "fsdp" and d.world > 1:  # FSDP2's policy casts instead
@@ -259,12 +269,18 @@ def _train(cfg: Config, d: parallel.Dist, restart: bool, quiet: bool) -> dict:
         _print_plan(mcfg, comps, total_steps * batch_tokens, seq_len, batch_tokens, total_steps, dtype, mode, d,
                     peak, peak_source, resume_from)
     eot = tok.eot_id
+
+    def evaluate(at_step: int) -> dict:
+        return {"step": at_step, **validate(model, val, t.batch_size, device, autocast, rank=d.rank, world=d.world,
+                                            all_reduce_sum=lambda xs: parallel.all_reduce_sum(xs, d),
+                                            doc_mask=t.doc_mask, eot=eot)}
+
     model.train()
     last_eval: dict = {}
     loss_value = float("nan")
     progress = _Progress(total_steps, step, enabled=d.main and not quiet)
     if step == 0 and total_steps > 0:  # where the curves start: the untrained (or imported) model
-        last_eval = {"step": 0, **validate(model, val, t.batch_size, device, autocast, d, t.doc_mask, eot)}
+        last_eval = evaluate(0)
         log.write(last_eval)
         progress.log(last_eval)
     window_time, window_tokens = 0.0, 0
@@ -314,7 +330,7 @@ def _train(cfg: Config, d: parallel.Dist, restart: bool, quiet: bool) -> dict:
                 progress.log(record)
                 window_time, window_tokens, window_loss, window_steps = 0.0, 0, 0.0, 0
             if step % t.eval_every == 0 or step == total_steps:
-                last_eval = {"step": step, **validate(model, val, t.batch_size, device, autocast, d, t.doc_mask, eot)}
+                last_eval = evaluate(step)
                 log.write(last_eval)
                 progress.log(last_eval)
             if step % t.checkpoint_every == 0 or step == total_steps:
@@ -365,7 +381,7 @@ def _no_sync(model, mode: str, d: parallel.Dist, last: bool):
 
 def _check(loss: float, grad_norm: float, ema: float | None, step: int, t, run: Path) -> None:
     """Stop on NaN/inf or a spike, before the optimizer touches the weights."""
-    good = checkpoint.latest(run)
+    good = latest(run)
     keep = f"the last good checkpoint is {good}" if good else "no checkpoint was written yet"
     if not math.isfinite(loss) or not math.isfinite(grad_norm):
         raise TrainingStopped(f"step {step + 1}: loss {loss} and grad norm {grad_norm} are not finite; {keep} "

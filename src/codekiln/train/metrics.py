@@ -1,4 +1,8 @@
-"""Training metrics: metrics.jsonl (the contract), TensorBoard, optional Weights & Biases, and MFU."""
+"""Training metrics: metrics.jsonl (the contract), TensorBoard and Weights & Biases when installed, and MFU.
+
+TensorBoard is an optional extra (`pip install 'codekiln[tensorboard]'`): on by default when installed,
+skipped with a one-line note when not. W&B is asked for (train.wandb_project), so a missing wandb is an error.
+"""
 
 from __future__ import annotations
 
@@ -9,6 +13,10 @@ from pathlib import Path
 import torch
 
 from codekiln.errors import UserError
+from codekiln.progress import console
+
+TENSORBOARD_MISSING = ("note: TensorBoard is not installed, so the curves go to metrics.jsonl and plots/ only "
+                       "(pip install 'codekiln[tensorboard]' to get them in TensorBoard too)")
 
 # Dense bf16 peak FLOP/s per device (vendor figures, without sparsity); matched against the device name.
 GPU_PEAK_BF16 = {
@@ -59,18 +67,13 @@ def device_peak(device: torch.device, dtype: torch.dtype, override_tflops: float
 class MetricsLog:
     """Appends records to metrics.jsonl and mirrors scalars to TensorBoard and W&B (rank 0 only)."""
 
-    def __init__(self, run: Path, enabled: bool, wandb_project: str | None, config: dict):
+    def __init__(self, run: Path, enabled: bool, wandb_project: str | None, config: dict, quiet: bool = False):
         self.enabled = enabled
         self.path = run / "metrics.jsonl"
         self.tb = self.wandb = None
         if not enabled:
             return
-        try:
-            from torch.utils.tensorboard import SummaryWriter
-
-            self.tb = SummaryWriter(str(run / "tensorboard"))
-        except ImportError:  # tensorboard is a dependency; keep training if someone removed it
-            self.tb = None
+        self.tb = tensorboard_writer(run / "tensorboard", quiet)
         if wandb_project:
             try:
                 import wandb
@@ -107,6 +110,18 @@ class MetricsLog:
             self.tb.close()
         if self.wandb is not None:
             self.wandb.finish()
+
+
+def tensorboard_writer(directory: Path, quiet: bool = False):
+    """A TensorBoard SummaryWriter, or None with a one-line note when the tensorboard extra is not installed."""
+    try:
+        # imported here: torch.utils.tensorboard needs the tensorboard package, an optional extra
+        from torch.utils.tensorboard import SummaryWriter
+    except ImportError:
+        if not quiet:
+            console.print(TENSORBOARD_MISSING, markup=False, highlight=False, soft_wrap=True)
+        return None
+    return SummaryWriter(str(directory))
 
 
 def read(run: Path) -> list[dict]:

@@ -6,6 +6,8 @@ SPM: <|fim_prefix|> <|fim_suffix|> suffix <|fim_middle|> prefix middle   (the va
 
 The cuts are in characters, so a piece never splits a character; each piece is encoded on its own,
 which is what a prompt at inference looks like. Inference builds its prompts with `prompt()`.
+A neutral module (ARCHITECTURE.md, shared seams): training and inference both import it, so the
+layout a model learned is the layout it is prompted with.
 """
 
 from __future__ import annotations

@@ -1,0 +1,70 @@
+"""Reading checkpoints (ARCHITECTURE.md, run directory): find a run's latest checkpoint, its model config,
+its weights and its tokenizer.
+
+A neutral module (shared seam): `codekiln.load`, the trainer's `init_from` and resume all read through
+it; writing checkpoints is the trainer's job (codekiln.train.checkpoint).
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+from codekiln.errors import UserError
+
+
+def latest(run: Path) -> Path | None:
+    """The newest complete checkpoint of a run (what checkpoints/latest names), or None."""
+    marker = Path(run) / "checkpoints" / "latest"
+    if not marker.is_file():
+        return None
+    path = Path(run) / "checkpoints" / marker.read_text().strip()
+    return path if is_checkpoint(path) else None
+
+
+def is_checkpoint(path: Path) -> bool:
+    """True for a checkpoints/step-N directory."""
+    path = Path(path)
+    if not (path / "model.safetensors").is_file() or not (path / "config.json").is_file():
+        return False
+    try:
+        return "model" in json.loads((path / "config.json").read_text())
+    except json.JSONDecodeError:
+        return False
+
+
+def resolve(path: str | Path) -> Path:
+    """A run directory (its latest checkpoint) or a checkpoint directory -> the checkpoint directory."""
+    p = Path(path)
+    if not p.exists():
+        raise UserError(f"{p} does not exist")
+    if (p / "checkpoints").is_dir():
+        found = latest(p)
+        if found is None:
+            raise UserError(f"run {p} has no complete checkpoint yet")
+        return found
+    if is_checkpoint(p):
+        return p
+    raise UserError(f"{p} is neither a run directory nor a checkpoint directory")
+
+
+def model_config(ckpt: Path):
+    """The ModelConfig a checkpoint was saved with."""
+    from codekiln.model import ModelConfig
+
+    return ModelConfig.from_dict(json.loads((Path(ckpt) / "config.json").read_text())["model"])
+
+
+def read_model_tensors(path: Path, cfg) -> dict:
+    """model.safetensors as a full state dict (the tied LM head restored)."""
+    from safetensors.torch import load_file
+
+    state = load_file(str(path))
+    if cfg.tie_embeddings and "embed.weight" in state:
+        state["lm_head.weight"] = state["embed.weight"]
+    return state
+
+
+def tokenizer_dir(ckpt: Path) -> Path:
+    """The tokenizer directory of the run a checkpoint belongs to (run/tokenizer beside run/checkpoints)."""
+    return Path(ckpt).parent.parent / "tokenizer"
