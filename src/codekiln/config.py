@@ -217,6 +217,7 @@ class EvalConfig(_Section):
     """Stage 4: evaluation."""
 
     allow_code_execution: bool = False  # model-written code runs only when this (or the flag) says so
+    sandbox: Literal["auto", "root", "userns", "bwrap", "none"] = "auto"  # none: no isolation, asked for by name
 
 
 class Config(_Section):

@@ -4,6 +4,7 @@
     [c] = generate(model, tok, ["def add(a, b):\n"], max_new_tokens=64, stop=HUMANEVAL_STOP)
     [c] = generate(model, tok, [fim_prompt(tok, prefix, suffix)], max_new_tokens=64)
     text = for_editor(c.text, prefix, suffix)
+    fitted = fit_fim(tok, prefix, suffix, context=model.cfg.context, max_new_tokens=64)  # cut to fit the context
 
 See docs/inference.md.
 """
@@ -23,7 +24,9 @@ from codekiln.infer.postprocess import (
     single_line,
     trim_trailing_whitespace,
 )
+from codekiln.infer.window import FittedPrompt, fit_fim, fit_prompt, keep_end, prompt_room, split_room
 
-__all__ = ["HUMANEVAL_STOP", "Completion", "block_indent", "cut_at_dedent", "cut_at_end_token", "cut_at_stop",
-           "cut_at_suffix", "fim_prompt", "find_stop", "for_editor", "for_humaneval", "generate", "single_line",
+__all__ = ["HUMANEVAL_STOP", "Completion", "FittedPrompt", "block_indent", "cut_at_dedent", "cut_at_end_token",
+           "cut_at_stop", "cut_at_suffix", "fim_prompt", "find_stop", "fit_fim", "fit_prompt", "for_editor",
+           "for_humaneval", "generate", "keep_end", "prompt_room", "single_line", "split_room",
            "trim_trailing_whitespace"]

@@ -1,0 +1,194 @@
+"""Every single-machine command the README shows, run through `codekiln.cli.main` on a tiny corpus and a tiny
+model trained here for a few steps; and the evaluation commands' sandbox, output and error behaviour.
+
+The corpus is a few standard-library modules laid out as repositories; the model has a context of 128 tokens,
+so HumanEval and infilling prompts (hundreds of tokens) must be cut to fit, as on the demo's 512-token model.
+"""
+
+import json
+import re
+import shutil
+import sysconfig
+from pathlib import Path
+
+import pytest
+
+from codekiln.cli import main
+from codekiln.eval import sandbox
+
+README = Path(__file__).resolve().parents[1] / "README.md"
+MODULES = ["textwrap", "shlex", "fnmatch", "glob", "bisect", "heapq", "colorsys", "keyword", "string", "queue",
+           "sched", "graphlib", "numbers", "operator", "stat", "statistics", "calendar", "difflib", "pprint",
+           "reprlib", "cmd", "copy", "enum", "fractions"]
+MODEL = ["model.d_model=32", "model.n_layers=2", "model.n_heads=4", "model.kv_heads=2", "model.context=128",
+         "train.batch_size=4", "train.seq_len=64", "train.warmup_steps=2", "train.lr=3e-3", "train.eval_tokens=2048",
+         "train.threads=1", "train.max_steps=4", "train.eval_every=4", "train.checkpoint_every=4"]
+# What the README shows that this test leaves to others: many machines (Spark, torchrun) and make's targets.
+NOT_HERE = {"data build --executor spark", "torchrun"}
+
+
+class Cli:
+    """main() with the command (its first two words that are not options) recorded."""
+
+    def __init__(self):
+        self.ran: set[str] = set()
+
+    def __call__(self, *argv, code: int = 0) -> None:
+        words = [w for w in map(str, argv[:2]) if not w.startswith("-")]
+        name = " ".join(words if words[0] in ("data", "tokenizer", "config", "eval") else words[:1])
+        self.ran.add(name)
+        assert main([str(a) for a in argv]) == code, argv
+
+
+@pytest.fixture(scope="module")
+def demo(tmp_path_factory):
+    """The README's stages 1 to 3 on 24 one-module repositories: (root, run directory, cli)."""
+    root = tmp_path_factory.mktemp("readme")
+    lib = Path(sysconfig.get_paths()["stdlib"])
+    for i, name in enumerate(MODULES):
+        repo = root / "repos" / f"repo{i}"
+        repo.mkdir(parents=True)
+        (repo / "LICENSE").write_text("SPDX-License-Identifier: MIT\n")
+        shutil.copy(lib / f"{name}.py", repo / f"{name}.py")
+    cli = Cli()
+    cli("data", "build", root / "repos", "--out", root / "corpus", "--workers", "1", "--quiet")
+    cli("tokenizer", "train", "--corpus", root / "corpus", "--out", root / "tok", "--vocab-size", "512", "--quiet",
+        "tokenizer.holdout_fraction=0.25")
+    cli("tokenizer", "stats", "--tokenizer", root / "tok", "--corpus", root / "corpus", "--compare", "cl100k_base",
+        "--min-language-bytes", "0", "--json", root / "stats.json")
+    cli("data", "tokenize", "--corpus", root / "corpus", "--tokenizer", root / "tok", "--out", root / "tokens",
+        "--val-fraction", "0.25", "--workers", "1")
+    cli("train", "--data", root / "tokens", "--tokenizer", root / "tok", "--out", root / "run", "--quiet", *MODEL)
+    return root, root / "run", cli
+
+
+def readme_commands() -> set[str]:
+    """The codekiln commands the README shows, in code blocks and inline, named by their first words."""
+    text = README.read_text()
+    found = set()
+    for line in re.findall(r"^(?:codekiln|torchrun) [^\n]*", text, flags=re.M) + re.findall(r"`(codekiln [^`]+)`", text):
+        if line.startswith("torchrun"):
+            found.add("torchrun")
+            continue
+        words = [w for w in line.split()[1:3] if not w.startswith(("-", "[")) and w.isidentifier()]
+        if not words:
+            continue
+        name = " ".join(words if words[0] in ("data", "tokenizer", "config", "eval") else words[:1])
+        found.add(name + (" --executor spark" if "--executor spark" in line else ""))
+    return found
+
+
+def test_the_readme_shows_what_this_file_runs():
+    shown = readme_commands()
+    assert {"data build", "config show", "tokenizer train", "tokenizer stats", "data tokenize", "train", "plot",
+            "complete", "eval humaneval", "eval execute", "eval infill", "eval bpb"} <= shown
+    assert shown - NOT_HERE <= RUN_HERE, f"the README shows commands this test does not run: {shown - RUN_HERE}"
+
+
+RUN_HERE = {"data build", "config show", "tokenizer train", "tokenizer stats", "data tokenize", "train", "plot",
+            "complete", "eval humaneval", "eval execute", "eval infill", "eval bpb"}
+
+
+def test_every_readme_command_runs_on_a_tiny_trained_model(demo, capsys):
+    root, run, cli = demo
+    cli("config", "show", "--config", README.parent / "configs" / "demo.yaml")
+    assert "vocab_size: 32768" in capsys.readouterr().out
+    cli("plot", run)
+    cli("complete", "--model", run, "def fibonacci(n):", "--max-new-tokens", "8")
+    cli("complete", "--model", run, "x = 1\n" * 300, "--max-new-tokens", "8")  # far longer than the context
+    assert "the prompt was cut by" in capsys.readouterr().err
+    cli("complete", "--model", run, "def f(x):\n" + "    y = x\n" * 200, "--suffix", "    return y\n" * 200,
+        "--max-new-tokens", "8")
+    cli("eval", "humaneval", "--model", run, "--n", "1", "--k", "1", "--limit", "2", "--max-new-tokens", "16",
+        "--quiet", "--allow-code-execution")
+    humaneval = run / "eval" / "step-4" / "humaneval"
+    results = json.loads((humaneval / "results.json").read_text())
+    assert results["generation"] == {"prompts": 2, "prompts_cut": 2, "context": 128}
+    assert results["sandbox"] == sandbox.resolve_mode("auto")
+    assert "prompts cut to fit the model's context of 128 tokens: 2 of 2" in (humaneval / "results.md").read_text()
+    cli("eval", "execute", "--samples", humaneval / "samples.jsonl", "--k", "1", "--allow-code-execution")
+    assert json.loads((humaneval / "samples_results" / "results.json").read_text())["samples"] == 2
+    # The README's infill command stopped at the third task on the demo's model: a prompt past the context.
+    cli("eval", "infill", "--model", run, "--limit", "3", "--max-new-tokens", "16", "--quiet",
+        "--allow-code-execution")
+    infill = json.loads((run / "eval" / "step-4" / "infill" / "results.json").read_text())
+    assert infill["tasks"] == 3 and infill["generation"]["prompts_cut"] == 3 and infill["sandbox"] in sandbox.MODES
+    assert "sandbox mode" in (run / "eval" / "step-4" / "infill" / "results.md").read_text()
+    cli("eval", "bpb", "--model", run, "--shards", root / "tokens", "--json", root / "bpb.json")
+    assert json.loads((root / "bpb.json").read_text())["val_bpb"] > 0
+    assert cli.ran >= RUN_HERE, RUN_HERE - cli.ran
+    assert not (run / "checkpoints" / "step-4" / "eval").exists()
+
+
+def test_default_outputs_live_outside_the_checkpoint(demo, tmp_path):
+    _, run, cli = demo
+    step = run / "checkpoints" / "step-4"
+    cli("eval", "infill", "--model", step, "--limit", "1", "--max-new-tokens", "4", "--quiet",
+        "--allow-code-execution")
+    assert (run / "eval" / "step-4" / "infill" / "results.json").is_file()
+    assert not (step / "eval").exists()  # pruning deletes checkpoints/step-N, and would take the results with it
+    from codekiln.eval.generation import eval_out_dir
+
+    assert eval_out_dir(run, "humaneval") == run / "eval" / "step-4" / "humaneval"
+    assert eval_out_dir(step, "infill") == run / "eval" / "step-4" / "infill"
+    assert eval_out_dir(tmp_path / "hf-export", "infill") == tmp_path / "hf-export" / "eval" / "infill"
+
+
+def test_eval_stops_before_generating_when_no_sandbox_works(demo, tmp_path, monkeypatch, capsys):
+    _, run, cli = demo
+    monkeypatch.setattr(sandbox, "_candidates", lambda: [])
+    monkeypatch.setattr(sandbox, "_bwrap", lambda: None)
+    monkeypatch.setattr("codekiln.cli._load_model", lambda path: pytest.fail("generation started"))
+    for command in (["eval", "humaneval", "--model", run], ["eval", "infill", "--model", run],
+                    ["eval", "execute", "--samples", tmp_path / "none.jsonl"]):
+        cli(*command, "--out", tmp_path / "out", "--allow-code-execution", code=2)
+        err = capsys.readouterr().err
+        assert err.count("\n") == 1 and err.startswith("codekiln: error: no isolating sandbox works here")
+        assert "--sandbox none" in err and "install bubblewrap" in err
+        assert not (tmp_path / "out").exists()
+    cli("eval", "execute", "--samples", tmp_path / "none.jsonl", "--sandbox", "bwrap", "--allow-code-execution",
+        code=2)
+    assert "sandbox mode bwrap does not work here (bubblewrap is not installed)" in capsys.readouterr().err
+
+
+def test_a_run_of_harness_errors_stops_without_a_score(tmp_path, monkeypatch, capsys):
+    from codekiln.eval.humaneval import canonical_samples, load_problems, write_samples
+
+    samples = tmp_path / "samples.jsonl"
+    write_samples(samples, canonical_samples(dict(list(load_problems().items())[:3])))
+    monkeypatch.setattr(sandbox, "_python", lambda: str(tmp_path / "no-such-python"))  # every program: error
+    assert main(["eval", "execute", "--samples", str(samples), "--sandbox", "none", "--allow-code-execution"]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith("codekiln: error: 3 of 3 programs ended in a sandbox error, not a test result, in sandbox "
+                          "mode none") and err.count("\n") == 1
+    assert not (tmp_path / "samples_results" / "results.json").exists()
+
+
+def test_the_sandbox_mode_comes_from_the_flag_or_the_config(tmp_path):
+    from codekiln.eval.humaneval import canonical_samples, load_problems, write_samples
+
+    samples = tmp_path / "samples.jsonl"
+    write_samples(samples, canonical_samples(dict(list(load_problems().items())[:2])))
+    mode = sandbox.resolve_mode("auto")
+    assert main(["eval", "execute", "--samples", str(samples), "--k", "1", "--allow-code-execution",
+                 "--out", str(tmp_path / "flag"), "--sandbox", mode]) == 0
+    assert main(["eval", "execute", "--samples", str(samples), "--k", "1", "--allow-code-execution",
+                 "--out", str(tmp_path / "config"), f"eval.sandbox={mode}"]) == 0
+    for out in ("flag", "config"):
+        results = json.loads((tmp_path / out / "results.json").read_text())
+        assert results["sandbox"] == mode and results["pass_at_k"] == {"1": 1.0}
+        assert f"- sandbox mode: {mode}" in (tmp_path / out / "results.md").read_text()
+
+
+def test_help_and_usage_errors_are_clean(capsys):
+    with pytest.raises(SystemExit) as exit_info:
+        main(["--help"])
+    assert exit_info.value.code == 0 and "codekiln" in capsys.readouterr().out
+    for argv in (["eval", "humaneval"], ["eval", "infill", "--model", "x", "--sandbox", "chroot"], ["nonsense"]):
+        with pytest.raises(SystemExit) as exit_info:
+            main(argv)
+        err = capsys.readouterr().err
+        assert exit_info.value.code == 2 and err.count("\n") == 1 and "error:" in err, (argv, err)
+    assert main(["eval", "infill", "--model", "/nonexistent/run", "--allow-code-execution"]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith("codekiln: error: ") and err.count("\n") == 1
