@@ -1,0 +1,129 @@
+"""`codekiln export hf`: a codekiln model as a stock Hugging Face directory (no remote code, the same numbers).
+
+The directory holds config.json and model.safetensors for the stock class that computes our function
+(codekiln.hf_layout: Llama, MPT or GPT-NeoX), the tokenizer files, generation_config.json with the
+end token, and codekiln.json (the original ModelConfig and the tokenizer hash), from which
+`codekiln.load` restores the exact model, grouped-query attention included. It is written whole into
+a temporary directory beside --out and renamed into place, so a failed export leaves nothing behind.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+from pathlib import Path
+
+import torch
+from safetensors.torch import save as safetensors_bytes
+
+from codekiln import __version__
+from codekiln.errors import UserError
+from codekiln.files import atomic_write_bytes, atomic_write_json
+from codekiln.hf_layout import EXPORT_FILE, hf_config, layout, to_hf
+from codekiln.tokenizer import SPECIAL_TOKENS, tokenizer_hash
+
+DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}
+EOT = "<|endoftext|>"
+TOKENIZER_FILES = ("tokenizer.json", "tokenizer_config.json", "special_tokens_map.json")
+
+
+def export_hf(model_path, out_dir, dtype: str = "float32") -> dict:
+    """Write the model at model_path (run, checkpoint or export directory) to out_dir; returns a summary."""
+    from codekiln import load
+
+    if dtype not in DTYPES:
+        raise UserError(f"--dtype must be one of {', '.join(DTYPES)}, not {dtype!r}")
+    out = Path(out_dir)
+    _check_target(out)
+    model, tokenizer = load(model_path)
+    cfg = model.cfg
+    lay = layout(cfg)  # refuses an option with no stock equivalent before anything is written
+    tensors = {k: v.to(DTYPES[dtype]) for k, v in to_hf(model.state_dict(), cfg).items()}
+    eot_id = tokenizer.special_ids[EOT]
+
+    out.parent.mkdir(parents=True, exist_ok=True)
+    tmp = out.with_name(f".{out.name}.tmp{os.getpid()}")
+    shutil.rmtree(tmp, ignore_errors=True)
+    tmp.mkdir()
+    try:
+        _write_tokenizer(Path(tokenizer.directory), tmp)
+        atomic_write_bytes(tmp / "model.safetensors", safetensors_bytes(tensors, metadata={"format": "pt"}))
+        atomic_write_json(tmp / "config.json", hf_config(cfg, eot_id, dtype))
+        atomic_write_json(tmp / "generation_config.json",
+                          {"bos_token_id": eot_id, "eos_token_id": eot_id, "pad_token_id": eot_id})
+        record = {"format": "codekiln-export", "codekiln_version": __version__, "model": cfg.to_dict(),
+                  "architecture": lay.architecture, "kv_heads_repeated": lay.repeat_kv, "dtype": dtype,
+                  "tokenizer_hash": tokenizer_hash(tmp)}
+        atomic_write_json(tmp / EXPORT_FILE, record)
+        _replace_dir(tmp, out)
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
+    return {"out": str(out), "architecture": lay.architecture, "dtype": dtype,
+            "parameters": sum(t.numel() for t in tensors.values()),
+            "kv_heads": cfg.kv_heads, "n_heads": cfg.n_heads, "kv_heads_repeated": lay.repeat_kv,
+            "note": _gqa_note(cfg, lay)}
+
+
+def _gqa_note(cfg, lay) -> str:
+    """What a user should know about the conversion ('' when it is one to one)."""
+    if lay.repeat_kv == 1:
+        return ""
+    return (f"{lay.architecture} has no grouped-query attention: each of the {cfg.kv_heads} key/value heads is "
+            f"repeated {lay.repeat_kv} times to {cfg.n_heads} heads (the same function; larger k/v weights and "
+            "KV cache in other engines); codekiln.json restores the grouped model in codekiln")
+
+
+def _check_target(out: Path) -> None:
+    """--out may be new, empty, or an earlier export (replaced whole); anything else is refused."""
+    if not out.exists():
+        return
+    if not out.is_dir():
+        raise UserError(f"--out {out} exists and is not a directory")
+    if any(out.iterdir()) and not (out / EXPORT_FILE).is_file():
+        raise UserError(f"--out {out} is a non-empty directory that is not a codekiln export; "
+                        "refusing to overwrite it")
+
+
+def _write_tokenizer(source: Path, out: Path) -> None:
+    """The tokenizer files, with every codekiln special token marked special and <|endoftext|> the end token."""
+    try:
+        spec = json.loads((source / "tokenizer.json").read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        raise UserError(f"{source / 'tokenizer.json'} cannot be read as a tokenizer") from None
+    added = {t["content"]: t for t in spec.get("added_tokens", [])}
+    missing = [t for t in SPECIAL_TOKENS if t not in added]
+    if missing:
+        raise UserError(f"{source / 'tokenizer.json'} lacks the special token {missing[0]}")
+    raw = (source / "tokenizer.json").read_bytes()
+    if not all(added[t].get("special") for t in SPECIAL_TOKENS):  # older tokenizers: mark them, as the hash records
+        for t in SPECIAL_TOKENS:
+            added[t]["special"] = True
+        raw = json.dumps(spec, ensure_ascii=False).encode("utf-8")
+    atomic_write_bytes(out / "tokenizer.json", raw)
+    extra = [t for t in SPECIAL_TOKENS if t != EOT]
+    config = {}
+    if (source / "tokenizer_config.json").is_file():
+        try:
+            config = json.loads((source / "tokenizer_config.json").read_text())
+        except ValueError:
+            raise UserError(f"{source / 'tokenizer_config.json'} is not valid JSON") from None
+    config.update({"tokenizer_class": "PreTrainedTokenizerFast", "bos_token": EOT, "eos_token": EOT,
+                   "unk_token": EOT, "pad_token": EOT, "additional_special_tokens": extra,
+                   "clean_up_tokenization_spaces": False})
+    atomic_write_json(out / "tokenizer_config.json", config)
+    atomic_write_json(out / "special_tokens_map.json", {"bos_token": EOT, "eos_token": EOT, "unk_token": EOT,
+                                                        "pad_token": EOT, "additional_special_tokens": extra})
+
+
+def _replace_dir(tmp: Path, out: Path) -> None:
+    """Move the finished export into place; an earlier export at --out is swapped out, then deleted."""
+    old = None
+    if out.exists():
+        old = out.with_name(f".{out.name}.old{os.getpid()}")
+        shutil.rmtree(old, ignore_errors=True)
+        os.replace(out, old)
+    os.replace(tmp, out)
+    if old is not None:
+        shutil.rmtree(old, ignore_errors=True)

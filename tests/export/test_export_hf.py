@@ -1,0 +1,281 @@
+"""codekiln export hf: stock transformers loads the export (no remote code) and computes codekiln's numbers."""
+
+import json
+import random
+import shutil
+
+import pyarrow as pa
+import pyarrow.parquet as pq
+import pytest
+import torch
+from safetensors import safe_open
+
+from codekiln.data.document import DOCUMENT_SCHEMA
+from codekiln.errors import UserError
+from codekiln.export import hf as export_module
+from codekiln.export.hf import export_hf
+from codekiln.hf_layout import export_model_config, read_export_tensors
+from codekiln.model import ModelConfig, Transformer
+from codekiln.tokenizer import SPECIAL_TOKENS, tokenizer_hash
+from codekiln.tokenizer import load as load_tokenizer
+from codekiln.tokenizer.train import train_tokenizer
+from codekiln.train.checkpoint import save as save_checkpoint
+
+transformers = pytest.importorskip("transformers")
+
+LOGIT_TOL = 1e-4  # fp32: the same function through another framework's kernels
+BF16_TOL = 1e-4  # bf16 export: both sides compute in fp32 on the same bf16-rounded weights
+GREEDY_STEPS = 12
+
+SNIPPETS = ["def {n}(items, limit={k}):\n    total = 0\n    for item in items:\n        if item > limit:\n"
+            "            total += item\n    return total\n",
+            "class {n}:\n    def __init__(self, value={k}):\n        self.value = value\n"]
+PROMPTS = ["def name_3(items, limit=7):\n    total = 0\n", "class name_12:\n    def __init__(self, value",
+           "    return total\n\n\nclass "]
+
+# Every preset shape family, tiny: (positions, norm, mlp) x (MHA, GQA) plus the options each stock class maps.
+FAMILIES = {
+    "llama-mha": dict(positions="rope", norm="rmsnorm", mlp="swiglu", rope_theta=500000.0),
+    "llama-gqa-bias-untied": dict(positions="rope", norm="rmsnorm", mlp="swiglu", kv_heads=2, bias=True,
+                                  tie_embeddings=False, ffn_hidden=80),
+    "mpt-mha-clip": dict(positions="alibi", norm="layernorm", mlp="gelu", clip_qkv=0.4),
+    "mpt-gqa": dict(positions="alibi", norm="layernorm", mlp="gelu", kv_heads=2),  # the `tiny` preset's shape
+    "mpt-gqa-6heads-untied": dict(positions="alibi", norm="layernorm", mlp="gelu", d_model=48, n_heads=6,
+                                  kv_heads=3, tie_embeddings=False),  # ALiBi slopes for a non-power-of-two count
+    "neox-gqa": dict(positions="rope", norm="layernorm", mlp="gelu", kv_heads=1, rope_theta=1000.0),
+    "neox-bias": dict(positions="rope", norm="layernorm", mlp="gelu", bias=True),
+}
+ARCHITECTURE = {"llama": "LlamaForCausalLM", "mpt": "MptForCausalLM", "neox": "GPTNeoXForCausalLM"}
+
+
+@pytest.fixture(scope="module")
+def tok_dir(tmp_path_factory):
+    """A byte-level BPE tokenizer of 384 tokens trained on generated Python."""
+    root = tmp_path_factory.mktemp("export-tok")
+    rng = random.Random(0)
+    rows = []
+    for i in range(120):
+        text = "".join(rng.choice(SNIPPETS).format(n=f"name_{rng.randint(0, 30)}", k=rng.randint(0, 99))
+                       for _ in range(rng.randint(2, 5)))
+        rows.append({"id": f"{i:032x}", "content": text, "path": f"f{i}.py", "repo": f"repo{i // 10}",
+                     "lang": "Python", "license": "MIT", "source": "test", "bytes": len(text.encode()),
+                     "stars": None, "cluster_id": f"{i:032x}"})
+    (root / "corpus" / "data").mkdir(parents=True)
+    pq.write_table(pa.Table.from_pylist(rows, schema=DOCUMENT_SCHEMA), root / "corpus" / "data" / "part-0.parquet")
+    train_tokenizer(root / "corpus", root / "tok", vocab_size=384, holdout_fraction=0.0, progress=False)
+    return root / "tok"
+
+
+@pytest.fixture(autouse=True)
+def _one_thread():
+    # Models this small gain nothing from threads; the machine's cores are shared.
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
+
+
+def make_run(root, tok_dir, seed=0, **options):
+    """A run directory (tokenizer/, checkpoints/step-3, latest) holding a random model with these options."""
+    torch.manual_seed(seed)
+    cfg = ModelConfig(**{**dict(vocab_size=load_tokenizer(tok_dir).vocab_size, d_model=32, n_layers=2, n_heads=4,
+                                context=64, init_std=0.15), **options})
+    model = Transformer(cfg)
+    with torch.no_grad():  # our norms start at one and zero: make them matter, so a misplaced norm weight shows
+        for name, p in model.named_parameters():
+            if p.dim() == 1:
+                p.add_(torch.randn_like(p) * 0.2)
+    run = root / "run"
+    shutil.copytree(tok_dir, run / "tokenizer")
+    save_checkpoint(run, 3, model.state_dict(), cfg, {}, {"tokens": 0}, keep=1)
+    return run, model.eval()
+
+
+def prompt_ids(tok):
+    """Token ids of the code prompts, and a FIM prompt built from the special ids."""
+    ids = [tok.encode(p) for p in PROMPTS]
+    s = tok.special_ids
+    ids.append([s["<|fim_prefix|>"], *tok.encode("def f(x):\n    "), s["<|fim_suffix|>"],
+                *tok.encode("\n    return y\n"), s["<|fim_middle|>"]])
+    return ids
+
+
+def hf_model(directory, **kwargs):
+    """The export through stock transformers, without remote code."""
+    return transformers.AutoModelForCausalLM.from_pretrained(directory, trust_remote_code=False, **kwargs).eval()
+
+
+def greedy_ours(model, ids, steps):
+    """Greedy continuation by codekiln's full forward, with the top-2 gap at each step."""
+    ids, gaps = list(ids), []
+    for _ in range(steps):
+        with torch.no_grad():
+            logits = model(torch.tensor([ids]))[0, -1]
+        top = logits.topk(2).values
+        gaps.append(float(top[0] - top[1]))
+        ids.append(int(logits.argmax()))
+    return ids, gaps
+
+
+@pytest.mark.parametrize("family", FAMILIES)
+def test_stock_transformers_computes_codekilns_logits(tmp_path, tok_dir, family):
+    run, ours = make_run(tmp_path, tok_dir, **FAMILIES[family])
+    summary = export_hf(run, tmp_path / "hf")
+    expected_arch = ARCHITECTURE[family.split("-")[0]]
+    assert summary["architecture"] == expected_arch
+    hf = hf_model(tmp_path / "hf")
+    assert type(hf).__name__ == expected_arch
+    tok = load_tokenizer(tok_dir)
+    for ids in prompt_ids(tok):
+        x = torch.tensor([ids])
+        with torch.no_grad():
+            diff = (hf(x).logits - ours(x)).abs().max().item()
+        assert diff < LOGIT_TOL, f"{family}: max logit difference {diff:.2e} on {ids}"
+
+
+@pytest.mark.parametrize("family", ["llama-gqa-bias-untied", "mpt-gqa", "neox-gqa"])
+def test_greedy_decoding_agrees_token_for_token(tmp_path, tok_dir, family):
+    """transformers' generate (its KV-cached path) against codekiln's greedy, near-ties reported, not hidden."""
+    run, ours = make_run(tmp_path, tok_dir, **FAMILIES[family])
+    export_hf(run, tmp_path / "hf")
+    hf = hf_model(tmp_path / "hf")
+    near_ties = []
+    for ids in prompt_ids(load_tokenizer(tok_dir)):
+        want, gaps = greedy_ours(ours, ids, GREEDY_STEPS)
+        got = hf.generate(torch.tensor([ids]), max_new_tokens=GREEDY_STEPS, min_new_tokens=GREEDY_STEPS,
+                          do_sample=False, eos_token_id=None, pad_token_id=0)[0].tolist()
+        for i in range(GREEDY_STEPS):
+            if got[len(ids) + i] != want[len(ids) + i]:
+                # Logits within LOGIT_TOL can swap an argmax only where the top two are closer than twice that.
+                near_ties.append((ids, i, gaps[i]))
+                assert gaps[i] < 2 * LOGIT_TOL, f"{family}: greedy step {i} differs with a top-2 gap of {gaps[i]:.2e}"
+                break  # the continuations differ from here on, legitimately
+    print(f"{family}: greedy near-tie divergences: {near_ties or 'none'}")
+
+
+def test_exported_directory_holds_tokenizer_generation_config_and_record(tmp_path, tok_dir):
+    run, _ = make_run(tmp_path, tok_dir, **FAMILIES["mpt-gqa"])
+    out = tmp_path / "hf"
+    summary = export_hf(run / "checkpoints" / "step-3", out)  # a checkpoint directory, not only a run
+    tok = load_tokenizer(tok_dir)
+    eot = tok.special_ids["<|endoftext|>"]
+
+    record = json.loads((out / "codekiln.json").read_text())
+    assert record["model"] == ModelConfig(**{**record["model"]}).to_dict()
+    assert record["model"]["kv_heads"] == 2 and record["kv_heads_repeated"] == 2
+    assert record["tokenizer_hash"] == tokenizer_hash(tok_dir)
+    assert "repeated 2 times" in summary["note"]
+    assert json.loads((out / "generation_config.json").read_text())["eos_token_id"] == eot
+    config = transformers.AutoConfig.from_pretrained(out)
+    assert config.eos_token_id == eot and config.dtype == torch.float32
+
+    hf_tok = transformers.AutoTokenizer.from_pretrained(out, trust_remote_code=False)
+    assert hf_tok.eos_token == "<|endoftext|>" and hf_tok.eos_token_id == eot
+    assert set(SPECIAL_TOKENS) <= set(hf_tok.all_special_tokens)
+    for text in PROMPTS:
+        assert hf_tok(text)["input_ids"] == tok.encode(text)
+    fim = "<|fim_prefix|>def f(x):<|fim_suffix|>\n<|fim_middle|>"
+    assert hf_tok(fim)["input_ids"][0] == tok.special_ids["<|fim_prefix|>"]
+    assert tok.special_ids["<|fim_middle|>"] in hf_tok(fim)["input_ids"]
+    assert hf_tok.decode(hf_tok(fim)["input_ids"], skip_special_tokens=True) == "def f(x):\n"
+
+
+@pytest.mark.parametrize("family", ["llama-gqa-bias-untied", "mpt-gqa-6heads-untied", "neox-gqa", "neox-bias"])
+def test_the_record_restores_the_exact_codekiln_model(tmp_path, tok_dir, family):
+    """codekiln.json + the stock tensors give back our model (GQA included), bit for bit in fp32."""
+    run, ours = make_run(tmp_path, tok_dir, **FAMILIES[family])
+    export_hf(run, tmp_path / "hf")
+    cfg = export_model_config(tmp_path / "hf")
+    assert cfg == ours.cfg
+    back = Transformer(cfg)
+    back.load_state_dict(read_export_tensors(tmp_path / "hf", cfg), strict=True)
+    for name, value in ours.state_dict().items():
+        assert torch.equal(back.state_dict()[name], value), name
+
+
+def test_changed_repeated_kv_heads_are_not_read_as_the_grouped_model(tmp_path, tok_dir):
+    from safetensors.torch import load_file, save_file
+
+    run, _ = make_run(tmp_path, tok_dir, **FAMILIES["mpt-gqa"])
+    out = tmp_path / "hf"
+    export_hf(run, out)
+    tensors = load_file(out / "model.safetensors")
+    tensors["transformer.blocks.0.attn.Wqkv.weight"][-1, 0] += 1.0  # the last copy of the last value head
+    save_file(tensors, out / "model.safetensors")
+    with pytest.raises(UserError, match="repeated key/value heads differ"):
+        read_export_tensors(out, export_model_config(out))
+
+
+@pytest.mark.parametrize("dtype", ["bfloat16", "float16"])
+def test_half_precision_export(tmp_path, tok_dir, dtype):
+    run, _ = make_run(tmp_path, tok_dir, **FAMILIES["mpt-gqa"])
+    out = tmp_path / "hf"
+    export_hf(run, out, dtype=dtype)
+    assert json.loads((out / "config.json").read_text())["torch_dtype"] == dtype
+    with safe_open(out / "model.safetensors", framework="pt") as fh:
+        assert {fh.get_tensor(k).dtype for k in fh.keys()} == {getattr(torch, dtype)}
+    assert transformers.AutoConfig.from_pretrained(out).dtype == getattr(torch, dtype)
+    # The rounded weights, read back by codekiln, are the function transformers computes (both in fp32).
+    cfg = export_model_config(out)
+    rounded = Transformer(cfg)
+    rounded.load_state_dict(read_export_tensors(out, cfg), strict=True)
+    hf = hf_model(out, dtype=torch.float32)
+    x = torch.tensor([prompt_ids(load_tokenizer(tok_dir))[0]])
+    with torch.no_grad():
+        assert (hf(x).logits - rounded.eval()(x)).abs().max().item() < BF16_TOL
+
+
+REFUSALS = [
+    (dict(positions="rope", norm="rmsnorm", mlp="swiglu", clip_qkv=0.5), "clip_qkv 0.5 with RoPE"),
+    (dict(positions="rope", norm="layernorm", mlp="gelu", clip_qkv=0.5), "clip_qkv 0.5 with RoPE"),
+    (dict(positions="alibi", norm="layernorm", mlp="gelu", bias=True), "bias true with ALiBi"),
+    (dict(positions="alibi", norm="layernorm", mlp="gelu", ffn_hidden=96), "ffn_hidden 96"),
+    (dict(positions="alibi", norm="layernorm", mlp="gelu", alibi_bias_max=6.0), "alibi_bias_max 6.0"),
+    (dict(positions="alibi", norm="rmsnorm", mlp="gelu"), "positions alibi with norm rmsnorm and mlp gelu"),
+    (dict(positions="alibi", norm="layernorm", mlp="swiglu"), "positions alibi with norm layernorm and mlp swiglu"),
+    (dict(positions="rope", norm="rmsnorm", mlp="gelu"), "positions rope with norm rmsnorm and mlp gelu"),
+    (dict(positions="alibi", norm="layernorm", mlp="gelu", clip_qkv=0.0), "clip_qkv 0.0"),
+]
+
+
+@pytest.mark.parametrize("options,named", REFUSALS)
+def test_options_without_a_stock_equivalent_are_refused_in_one_line(tmp_path, tok_dir, options, named):
+    run, _ = make_run(tmp_path, tok_dir, **options)
+    with pytest.raises(UserError) as err:
+        export_hf(run, tmp_path / "hf")
+    assert named in str(err.value) and "\n" not in str(err.value)
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["run"]  # nothing written
+
+
+def test_a_failed_export_leaves_nothing_and_an_earlier_export_intact(tmp_path, tok_dir, monkeypatch):
+    run, _ = make_run(tmp_path, tok_dir, **FAMILIES["llama-mha"])
+    out = tmp_path / "hf"
+    export_hf(run, out)
+    before = {p.name: p.read_bytes() for p in out.iterdir()}
+
+    def broken(*args):
+        raise OSError("disk full")
+
+    monkeypatch.setattr(export_module, "hf_config", broken)
+    with pytest.raises(OSError, match="disk full"):
+        export_hf(run, out, dtype="bfloat16")
+    assert {p.name: p.read_bytes() for p in out.iterdir()} == before
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["hf", "run"]  # no temporary directory left
+    monkeypatch.undo()
+
+    export_hf(run, out, dtype="bfloat16")  # an earlier export is replaced whole
+    assert json.loads((out / "config.json").read_text())["torch_dtype"] == "bfloat16"
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["hf", "run"]
+
+
+def test_user_mistakes_are_one_line_errors(tmp_path, tok_dir):
+    run, _ = make_run(tmp_path, tok_dir, **FAMILIES["llama-mha"])
+    with pytest.raises(UserError, match="--dtype must be one of float32, bfloat16, float16"):
+        export_hf(run, tmp_path / "hf", dtype="int8")
+    with pytest.raises(UserError, match="does not exist"):
+        export_hf(tmp_path / "nowhere", tmp_path / "hf")
+    (tmp_path / "mine").mkdir()
+    (tmp_path / "mine" / "notes.txt").write_text("keep me")
+    with pytest.raises(UserError, match="not a codekiln export; refusing to overwrite"):
+        export_hf(run, tmp_path / "mine")
+    assert (tmp_path / "mine" / "notes.txt").read_text() == "keep me"
