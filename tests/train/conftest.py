@@ -43,7 +43,3 @@ def shards(tmp_path_factory):
     tokenize_corpus(corpus, root / "tok", root / "shards", val_fraction=0.15, seed=0)
     return root / "tok", root / "shards"
 
-
-MICRO = ["model.d_model=32", "model.n_layers=2", "model.n_heads=4", "model.kv_heads=2", "model.context=64",
-         "train.batch_size=4", "train.seq_len=64", "train.warmup_steps=2", "train.lr=3e-3",
-         "train.eval_tokens=2048", "train.threads=1"]

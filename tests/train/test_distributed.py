@@ -8,7 +8,7 @@ import sys
 from pathlib import Path
 
 import pytest
-from conftest import MICRO
+from micro_config import MICRO
 
 
 def _torchrun(shards, run, *extra):

@@ -3,7 +3,7 @@
 import json
 
 import pytest
-from conftest import MICRO
+from micro_config import MICRO
 
 import codekiln
 from codekiln.cli import main
