@@ -35,10 +35,15 @@ def test_neutral_modules_import_no_stage(name):
     assert not bad, f"codekiln.{name} imports {bad}"
 
 
-@pytest.mark.parametrize("path", package_files("train"), ids=lambda p: p.name)
-def test_train_imports_no_later_stage(path):
-    bad = [m for m in imports(path) if m.split(".")[1:2] and m.split(".")[1] in ("export", "eval", "serve", "infer")]
-    assert not bad, f"train/{path.name} imports {bad}"
+@pytest.mark.parametrize("path", package_files("train") + [SRC / "export" / "hf_llama.py"], ids=lambda p: p.name)
+def test_stages_use_only_public_apis_below_them(path):
+    own = path.parent.name
+    later = [m for m in imports(path) if own == "train" and m.split(".")[1:2]
+             and m.split(".")[1] in ("export", "eval", "serve", "infer")]
+    assert not later, f"{own}/{path.name} imports {later}"
+    internals = [m for m in imports(path) if len(m.split(".")) > 2 and m.split(".")[1] in STAGES + ("model", "tokenizer")
+                 and m.split(".")[1] != own]
+    assert not internals, f"{own}/{path.name} reaches into {internals}"
 
 
 @pytest.mark.parametrize("path", [SRC / "eval" / "bpb.py", SRC / "infer" / "fim.py", SRC / "loading.py"],

@@ -34,8 +34,7 @@ import torch
 from safetensors import SafetensorError, safe_open
 
 from codekiln.errors import UserError
-from codekiln.model.config import ModelConfig
-from codekiln.model.transformer import Transformer
+from codekiln.model import ModelConfig, Transformer
 
 SUPPORTED = ("llama", "mistral")
 SINGLE, INDEX = "model.safetensors", "model.safetensors.index.json"
