@@ -339,3 +339,47 @@ def test_a_build_of_unlicensed_code_says_how_to_include_it(tmp_path):
     allowed = CorpusBuild([str(tmp_path / "repos")], tmp_path / "out2",
                           load_config(None, ["data.license.allow_unknown=true"]), progress=False).run()
     assert allowed.report["totals"]["docs_out"] == 1 and allowed.advice is None
+
+
+def test_a_new_stage_is_one_step_in_the_list(tmp_path, monkeypatch):
+    """A step added to steps.DOC_STEPS runs, is counted per stage and reason, and shows in report.json."""
+    from codekiln.data import steps
+
+    class NoTodo(steps.Step):
+        name, section = "no_todo", "quality"
+
+        @classmethod
+        def enabled(cls, cfg):
+            return True
+
+        def process(self, doc):
+            return "todo" if "TODO" in doc.text else None
+
+    i = steps.DOC_STEPS.index(steps.Parse)
+    monkeypatch.setattr(steps, "DOC_STEPS", steps.DOC_STEPS[:i] + (NoTodo,) + steps.DOC_STEPS[i:])
+    repo = tmp_path / "repos" / "r"
+    repo.mkdir(parents=True)
+    (repo / "LICENSE").write_text("SPDX-License-Identifier: MIT\n")
+    (repo / "a.py").write_text(python_module(1))
+    (repo / "b.py").write_text(python_module(2) + "# TODO: remove\n")
+    out = tmp_path / "out"
+    assert _build([str(tmp_path / "repos")], out, "--workers", "1", "--keep-removed") == 0
+    report = json.loads((out / "report.json").read_text())
+    names = [s["name"] for s in report["stages"]]
+    assert names.index("no_todo") == names.index("parse") - 1
+    stage = report["stages"][names.index("no_todo")]
+    assert (stage["enabled"], stage["docs_in"], stage["docs_out"], stage["dropped"]) == (True, 2, 1, {"todo": 1})
+    assert [r["reason"] for r in _read(out, "removed") if r["path"] == "b.py"] == ["todo"]
+
+
+def test_executors_do_not_import_the_build():
+    """build.py drives the executors; they share steps.py, stages.py and uri.py with it, never import it."""
+    import ast
+
+    import codekiln.data as data
+
+    root = Path(data.__file__).parent
+    for name in ("executor.py", "spark_executor.py", "stages.py", "steps.py", "report.py"):
+        tree = ast.parse((root / name).read_text())
+        mods = {n.module for n in ast.walk(tree) if isinstance(n, ast.ImportFrom)}
+        assert "codekiln.data.build" not in mods, name

@@ -24,48 +24,22 @@ from codekiln import __version__
 from codekiln.config import Config
 from codekiln.data import readers
 from codekiln.data.decontam import load_needles
-from codekiln.data.dedup import EXACT, KEEP, NEAR, deduplicate
+from codekiln.data.dedup import KEEP, KEEPER_POLICY, deduplicate
 from codekiln.data.document import DOCUMENT_SCHEMA, REMOVED_SCHEMA
 from codekiln.data.executor import LocalExecutor
 from codekiln.data.minhash import LSHParams, candidate_probability
-from codekiln.data.uri import UriPath, is_uri
+from codekiln.data.uri import UriPath, is_uri, move, rmtree
 from codekiln.data.report import advice as report_advice
 from codekiln.data.report import build_report
-from codekiln.data.stages import Stats
+from codekiln.data.stages import Stats, corpus_stage_stats
+from codekiln.data.steps import CONTAMINATED, STATUS_REASON, work_schema  # noqa: F401 - work_schema: benchmarks
 from codekiln.errors import UserError
 from codekiln.files import atomic_write_json, atomic_write_parquet
 from codekiln.workers import resolve_workers
 
-CONTAMINATED = 3
+_MISSING_STARS = dict((k, m) for k, _, m in KEEPER_POLICY)["stars"]  # what the keeper policy ranks a null as
 # Everything a build writes into --out (and nothing else is ever deleted there).
 _OUTPUT_NAMES = {"manifest.json", "report.json", "data", "removed", "_work", "data.tmp", "removed.tmp"}
-_STATUS_REASON = {EXACT: "exact_duplicate", NEAR: "near_duplicate", CONTAMINATED: "contaminated"}
-
-
-def rmtree(path) -> None:
-    """Delete a directory tree, local or behind a URI, if it exists."""
-    if isinstance(path, UriPath):
-        path.rmtree()
-    else:
-        shutil.rmtree(path, ignore_errors=True)
-
-
-def move(src, dst) -> None:
-    """Rename a file or directory, local or behind a URI."""
-    if isinstance(src, UriPath):
-        src.replace(dst)
-    else:
-        os.replace(src, dst)
-
-
-def work_schema(bands: int) -> pa.Schema:
-    """Schema of a map task's kept documents: the Document plus the keys of stages 7-8."""
-    return DOCUMENT_SCHEMA.append(pa.field("order", pa.int64())).append(
-        pa.field("content_hash", pa.binary(16))).append(
-        pa.field("eligible", pa.bool_())).append(
-        pa.field("bands", pa.list_(pa.uint64(), bands))).append(
-        pa.field("contaminated", pa.bool_())).append(
-        pa.field("permissive", pa.bool_()))
 
 
 @dataclass
@@ -286,7 +260,7 @@ class CorpusBuild:
             docs = np.bincount(inverse, minlength=len(names))
             sizes = np.bincount(inverse, weights=nbytes[mask], minlength=len(names))
             rows += [(int(code), str(name) or None, int(dc), int(sz)) for name, dc, sz in zip(names, docs, sizes)]
-        stats = dedup_stage_stats(rows, self.cfg)
+        stats = corpus_stage_stats(rows, self.cfg)
         info = {"clusters": res.clusters, "documents": n}
         out = pa.table({"status": pa.array(status, pa.int8()), "cluster_id": pa.array(res.cluster_id.tolist(), pa.string())})
         atomic_write_parquet(result_path, out)
@@ -331,7 +305,7 @@ class CorpusBuild:
                     removed_writer.add(pq.read_table(removed_path).cast(REMOVED_SCHEMA))
                 gone = kept.filter(pa.array(st != KEEP)).select(DOCUMENT_SCHEMA.names)
                 if gone.num_rows:
-                    reasons = [_STATUS_REASON[int(s)] for s in st[st != KEEP]]
+                    reasons = [STATUS_REASON[int(s)] for s in st[st != KEEP]]
                     removed_writer.add(gone.append_column("reason", pa.array(reasons, pa.string())).cast(REMOVED_SCHEMA))
         data_writer.close()
         if removed_writer is not None:
@@ -350,25 +324,6 @@ class CorpusBuild:
             "candidate_probability": curve,
             "near_duplicate_clusters": info["clusters"], "documents": info["documents"],
         }
-
-
-def dedup_stage_stats(rows, cfg) -> Stats:
-    """Stats of stages 7-8 from (status, lang, docs, bytes) rows over the documents that entered them."""
-    stats = Stats()
-    d = cfg.dedup
-    for stage, code, enabled in (("exact_dedup", EXACT, d.enabled and d.exact),
-                                 ("near_dedup", NEAR, d.enabled and d.near),
-                                 ("decontam", CONTAMINATED, cfg.decontam.enabled)):
-        if not enabled:
-            continue
-        for status, lang, docs, nbytes in rows:
-            if status != KEEP and status < code:
-                continue  # dropped by an earlier stage
-            if status == code:
-                stats.drop(stage, _STATUS_REASON[code], nbytes, lang, docs=docs)
-            else:
-                stats.passed(stage, nbytes, docs=docs)
-    return stats
 
 
 def summarize_kept(rows) -> tuple[dict, dict]:
@@ -394,7 +349,7 @@ def load_dedup_keys(paths: list[Path], bands: int) -> dict[str, np.ndarray]:
         parts["content_hash"].append(np.asarray(t.column("content_hash").to_numpy(zero_copy_only=False), dtype="S16"))
         flat = pc.list_flatten(t.column("bands")).to_numpy() if n else np.zeros(0, np.uint64)
         parts["bands"].append(np.asarray(flat, dtype=np.uint64).reshape(n, bands))
-        parts["stars"].append(t.column("stars").fill_null(-1).to_numpy().astype(np.int64))
+        parts["stars"].append(t.column("stars").fill_null(_MISSING_STARS).to_numpy().astype(np.int64))
         for c in ("order", "bytes"):
             parts[c].append(t.column(c).to_numpy().astype(np.int64))
         for c in ("eligible", "contaminated", "permissive"):

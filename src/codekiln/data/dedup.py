@@ -4,8 +4,9 @@ Exact: documents with the same content hash form a group; the best by the keeper
 Near: documents sharing any LSH band key are joined; clusters are the connected components, so
 duplicates of duplicates collapse. The best document of each cluster stays.
 
-Keeper policy (The Stack v2): permissive license first, then stars, then longest; ties go to the
-smallest id and then to input order, so the choice never depends on the executor. A cluster's id
+Keeper policy (The Stack v2; KEEPER_POLICY, which the Spark executor sorts by too): permissive
+license first, then stars, then longest; ties go to the smallest id and then to input order, so the
+choice never depends on the executor. A cluster's id
 is the smallest document id in it, exact duplicates included.
 """
 
@@ -18,11 +19,28 @@ import numpy as np
 KEEP, EXACT, NEAR = 0, 1, 2
 
 
-def policy_rank(ids: np.ndarray, permissive: np.ndarray, stars: np.ndarray, nbytes: np.ndarray,
-                order: np.ndarray) -> np.ndarray:
-    """Rank of every document under the keeper policy (0 = most wanted)."""
+# The keeper policy, the one definition both executors sort by: (key, most wanted first is the
+# largest, value of a missing key). Ties on every key are impossible: `order` is unique.
+KEEPER_POLICY: tuple[tuple[str, bool, object], ...] = (
+    ("permissive", True, None),
+    ("stars", True, -1),
+    ("bytes", True, None),
+    ("id", False, None),
+    ("order", False, None),
+)
+
+
+def policy_rank(columns: dict[str, np.ndarray]) -> np.ndarray:
+    """Rank of every document under KEEPER_POLICY (0 = most wanted); columns hold the policy's keys,
+    missing stars already replaced by the policy's value."""
+    keys = []
+    for name, largest_first, _missing in KEEPER_POLICY:
+        col = columns[name]
+        if largest_first:
+            col = ~col if col.dtype == bool else -col
+        keys.append(col)
     # np.lexsort sorts by the last key first.
-    idx = np.lexsort((order, ids, -nbytes, -stars, ~permissive))
+    idx = np.lexsort(tuple(reversed(keys)))
     rank = np.empty(len(idx), dtype=np.int64)
     rank[idx] = np.arange(len(idx))
     return rank
@@ -92,7 +110,7 @@ def deduplicate(ids: np.ndarray, content_hash: np.ndarray, band_keys: np.ndarray
     """Exact then near deduplication of n documents; band_keys is (n, bands) uint64."""
     n = len(ids)
     status = np.zeros(n, dtype=np.int8)
-    rank = policy_rank(ids, permissive, stars, nbytes, order)
+    rank = policy_rank({"permissive": permissive, "stars": stars, "bytes": nbytes, "id": ids, "order": order})
     # rep[i]: the exact-group keeper that stands for document i.
     rep = np.arange(n, dtype=np.int64)
     if exact and n:

@@ -19,6 +19,7 @@ from codekiln.data.document import REMOVED_SCHEMA
 from codekiln.data.faults import SourceUnavailable
 from codekiln.data.readers import read_task
 from codekiln.data.stages import DocumentProcessor, Stats
+from codekiln.data.steps import work_schema
 from codekiln.files import atomic_write_bytes, atomic_write_parquet
 from codekiln.progress import task_progress
 from codekiln.workers import ignore_sigint, run_tasks
@@ -52,8 +53,6 @@ def run_task(task: dict) -> tuple[int, int, str | None]:
 
 
 def _run_task(task: dict) -> None:
-    from codekiln.data.build import work_schema
-
     proc: DocumentProcessor = _STATE["processor"]
     work: Path = _STATE["work"]
     bands: int = _STATE["bands"]

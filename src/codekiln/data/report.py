@@ -5,21 +5,8 @@ from __future__ import annotations
 from rich.table import Table
 
 from codekiln.config import DataConfig
-from codekiln.data.stages import STAGES, Stats
-
-_ENABLED = {
-    "read": lambda c: True,
-    "language": lambda c: c.language.enabled,
-    "license": lambda c: c.license.enabled,
-    "hygiene": lambda c: c.hygiene.enabled,
-    "quality": lambda c: c.quality.enabled,
-    "parse": lambda c: c.parse.enabled,
-    "pii": lambda c: c.pii.enabled,
-    "exact_dedup": lambda c: c.dedup.enabled and c.dedup.exact,
-    "near_dedup": lambda c: c.dedup.enabled and c.dedup.near,
-    "decontam": lambda c: c.decontam.enabled,
-}
-
+from codekiln.data.stages import Stats
+from codekiln.data.steps import stage_enabled, stage_names
 
 def _sorted(d: dict) -> dict:
     return {k: d[k] for k in sorted(d)}
@@ -29,9 +16,9 @@ def build_report(stats: Stats, cfg: DataConfig, languages: dict, licenses: dict,
     """The report.json contract: stages in order, drops, kept languages and licenses, PII, totals."""
     stages = []
     prev_docs = prev_bytes = None
-    for name in STAGES:
+    for name in stage_names():
         s = stats.stages[name]
-        enabled = _ENABLED[name](cfg)
+        enabled = stage_enabled(name, cfg)
         if not enabled:
             # A disabled stage passes everything through; show that rather than zeros.
             s = {"docs_in": prev_docs, "docs_out": prev_docs, "bytes_in": prev_bytes, "bytes_out": prev_bytes,

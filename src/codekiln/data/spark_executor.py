@@ -28,11 +28,12 @@ from pathlib import Path
 import pyarrow as pa
 
 from codekiln.config import DataConfig
-from codekiln.data.build import CONTAMINATED, _STATUS_REASON, dedup_stage_stats, move, rmtree
-from codekiln.data.dedup import EXACT, KEEP, NEAR
+from codekiln.data.dedup import EXACT, KEEP, KEEPER_POLICY, NEAR
 from codekiln.data.document import DOCUMENT_SCHEMA, REMOVED_SCHEMA, RawDoc
 from codekiln.data.faults import MARKER, SourceUnavailable
-from codekiln.data.stages import Stats
+from codekiln.data.stages import Stats, corpus_stage_stats
+from codekiln.data.steps import CONTAMINATED, STATUS_REASON
+from codekiln.data.uri import move, rmtree
 from codekiln.errors import UserError
 from codekiln.files import atomic_write_json
 
@@ -218,13 +219,17 @@ class SparkRunner:
         agg = (self.spark.read.parquet(_spark_path(path)).groupBy("status", "lang")
                .agg(F.count(F.lit(1)).alias("docs"), F.sum("bytes").alias("bytes")).collect())
         rows = [(r["status"], r["lang"], r["docs"], r["bytes"]) for r in agg]
-        return dedup_stage_stats(rows, self.cfg), info
+        return corpus_stage_stats(rows, self.cfg), info
 
     def _policy(self):
+        """dedup.KEEPER_POLICY as Spark sort columns."""
         from pyspark.sql import functions as F
 
-        return [F.col("permissive").desc(), F.coalesce(F.col("stars"), F.lit(-1)).desc(), F.col("bytes").desc(),
-                F.col("id").asc(), F.col("order").asc()]
+        cols = []
+        for name, largest_first, missing in KEEPER_POLICY:
+            col = F.col(name) if missing is None else F.coalesce(F.col(name), F.lit(missing))
+            cols.append(col.desc() if largest_first else col.asc())
+        return cols
 
     def _deduplicate(self, kept):
         from pyspark.sql import Window
@@ -302,7 +307,7 @@ class SparkRunner:
         summary = [(r["lang"], r["license"], r["docs"], r["bytes"]) for r in agg.collect()]
         self._write_parts(final.select("order", *DOCUMENT_SCHEMA.names), tmp_data, DOCUMENT_SCHEMA)
         if tmp_removed is not None:
-            reason = F.create_map(*[x for code, r in _STATUS_REASON.items() for x in (F.lit(code), F.lit(r))])
+            reason = F.create_map(*[x for code, r in STATUS_REASON.items() for x in (F.lit(code), F.lit(r))])
             gone = kept.filter(F.col("status") != KEEP).withColumn("reason", reason[F.col("status")])
             early = processed.filter("reason IS NOT NULL").withColumn("cluster_id", F.lit(None).cast("string"))
             removed = early.select("order", *REMOVED_SCHEMA.names).unionByName(gone.select("order", *REMOVED_SCHEMA.names))

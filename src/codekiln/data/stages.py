@@ -1,39 +1,31 @@
-"""The per-document stages, in order, as one processor a worker runs over a stream of RawDocs.
+"""Running the steps (steps.py) over a stream of RawDocs, and counting what each did.
 
-Stages 1-6 (language, license, hygiene, quality, parse, PII) decide or rewrite one document at a
-time. For the corpus-wide stages the processor also computes what they need per document: the
-content hash (exact dedup), the LSH band keys (near dedup) and the contamination flag
-(decontamination, applied after dedup as stage 8). Every executor runs this same code.
+`DocumentProcessor` runs the per-document steps in order; for each kept document it also computes
+the corpus steps' keys (content hash, LSH band keys, contamination flag), which the corpus-wide pass
+(dedup, then decontamination) decides on. Every executor runs this same code, and counts with `Stats`.
 """
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Iterator
 import time
+from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
 
-import xxhash
-
 from codekiln.config import DataConfig
-from codekiln.data.decontam import Decontaminator, load_needles
+from codekiln.data.dedup import KEEP
 from codekiln.data.document import RawDoc, document_id
-from codekiln.data.languages import LANGUAGES, detect_language, notebook_to_text
-from codekiln.data.licenses import PERMISSIVE, license_allowed
-from codekiln.data.minhash import LSHParams, MinHasher
-from codekiln.data.parse_check import parse_ok
 from codekiln.data.pii import redact
-from codekiln.data.quality import check_hygiene, check_quality
+from codekiln.data import steps as _steps
+from codekiln.data.steps import STAGES, STATUS_REASON, Doc, Hygiene, Step, decode_plain, language_of
 
-STAGES = ("read", "language", "license", "hygiene", "quality", "parse", "pii",
-          "exact_dedup", "near_dedup", "decontam")
-_LANG_BY_LOWER = {name.lower(): name for name in LANGUAGES}
+__all__ = ["STAGES", "Stats", "Outcome", "DocumentProcessor", "corpus_stage_stats"]
 
 
 class Stats:
     """Per-stage docs/bytes in and out, drop counts per reason and language, PII counts."""
 
     def __init__(self) -> None:
-        self.stages = {s: {"docs_in": 0, "docs_out": 0, "bytes_in": 0, "bytes_out": 0, "dropped": {}} for s in STAGES}
+        self.stages = {s: {"docs_in": 0, "docs_out": 0, "bytes_in": 0, "bytes_out": 0, "dropped": {}} for s in _steps.stage_names()}
         self.dropped: dict[str, list[int]] = {}
         self.dropped_by_language: dict[str, dict[str, int]] = {}
         self.pii: dict[str, int] = {}
@@ -111,26 +103,37 @@ def _decode_loose(data: bytes) -> str:
         return ""
 
 
+class _PlainDecode(Step):
+    """Stands in for the hygiene step when it is off: later steps still need the text (counted as nothing)."""
+
+    name, section = "hygiene", "hygiene"
+
+    def process(self, doc: Doc) -> str | None:
+        """Decode without checks; a notebook that is not JSON is still `unparsable`."""
+        return decode_plain(doc)
+
+
 class DocumentProcessor:
-    """Runs stages 1-6 on RawDocs and prepares the keys of stages 7-8."""
+    """Runs the per-document steps on RawDocs and computes the corpus steps' keys of kept documents."""
 
     def __init__(self, cfg: DataConfig, keep_removed: bool = False):
         self.cfg = cfg
         self.keep_removed = keep_removed
-        self.allow_langs = set(cfg.language.allow) if cfg.language.allow is not None else None
-        self.allow_licenses = frozenset(cfg.license.allow) if cfg.license.allow is not None else PERMISSIVE
-        self.parse_langs = set(cfg.parse.languages) if cfg.parse.languages is not None else None
         self.pii_kinds = tuple(cfg.pii.kinds)
-        self.lsh = LSHParams.from_config(cfg.dedup)
-        self.minhasher = MinHasher(self.lsh) if cfg.dedup.enabled and cfg.dedup.near else None
-        self.decontaminator = None
-        if cfg.decontam.enabled:
-            needles = load_needles(cfg.decontam.benchmarks, cfg.decontam.extra_files, cfg.decontam.min_chars)
-            self.decontaminator = Decontaminator(needles)
+        # (step, whether it counts in the report): a stage that is off does not run, but the text
+        # it would have decoded is still needed.
+        self.steps: list[tuple[Step, bool]] = []
+        for cls in _steps.DOC_STEPS:
+            if cls.enabled(cfg):
+                self.steps.append((cls(cfg), True))
+            elif cls is Hygiene:
+                self.steps.append((_PlainDecode(cfg), False))
+        self.corpus_steps = [cls(cfg) for cls in _steps.CORPUS_STEPS]
         self.stats = Stats()
 
-    def _record(self, raw: RawDoc, doc_id: str, content: str, lang: str | None, nbytes: int) -> dict:
-        return {"id": doc_id, "content": content, "path": raw.path, "repo": raw.repo, "lang": lang,
+    def _record(self, doc: Doc, content: str, nbytes: int) -> dict:
+        raw = doc.raw
+        return {"id": doc.id, "content": content, "path": raw.path, "repo": raw.repo, "lang": doc.lang,
                 "license": raw.license, "source": raw.source, "bytes": nbytes, "stars": raw.stars,
                 "cluster_id": None}
 
@@ -140,115 +143,61 @@ class DocumentProcessor:
         sec[stage] = sec.get(stage, 0.0) + now - self._clock
         self._clock = now
 
-    def _dropped(self, stage: str, reason: str, raw: RawDoc, doc_id: str, lang: str | None,
-                 nbytes: int, text: str | None = None) -> Outcome:
-        self.stats.drop(stage, reason, nbytes, lang, docs=raw.rows)
-        if raw.damage is not None:
-            self.stats.damaged.append(raw.damage)
-        self._tick(stage)
+    def _dropped(self, step: Step, reason: str, doc: Doc, nbytes: int) -> Outcome:
+        raw = doc.raw
+        self.stats.drop(step.name, reason, nbytes, doc.lang, docs=raw.rows)
+        step.count_drop(doc, nbytes, self.stats)
+        self._tick(step.name)
         if not self.keep_removed:
             return Outcome({}, reason)
-        content = _decode_loose(raw.data) if text is None else text
+        content = _decode_loose(raw.data) if doc.text is None else doc.text
         if content and self.cfg.pii.enabled:
             content = redact(content, self.pii_kinds)[0]  # removed/ must be as PII-free as data/
-        return Outcome(self._record(raw, doc_id, content, lang, nbytes), reason)
-
-    def language_of(self, raw: RawDoc) -> str | None:
-        """Canonical language from the file name, else from the dataset's own language field."""
-        lang = detect_language(raw.path)
-        if lang is None and raw.lang_hint:
-            lang = _LANG_BY_LOWER.get(raw.lang_hint.strip().lower())
-        return lang
+        return Outcome(self._record(doc, content, nbytes), reason)
 
     def process(self, raw: RawDoc) -> Outcome:
-        """Run one document through stages 1-6; kept documents carry their dedup/decontam keys."""
-        cfg, st = self.cfg, self.stats
+        """Run one document through the per-document steps; kept documents carry their corpus keys."""
+        st = self.stats
         self._clock = time.perf_counter()
-        size = raw.size
-        doc_id = document_id(raw.repo, raw.path, raw.data)
-        lang = self.language_of(raw)
-        if raw.error:
-            return self._dropped("read", raw.error, raw, doc_id, lang, size, "")
-        st.passed("read", size)
-        self._tick("read")
-
-        if cfg.language.enabled:
-            if lang is None or (self.allow_langs is not None and lang not in self.allow_langs):
-                return self._dropped("language", "language", raw, doc_id, lang, size)
-            st.passed("language", size)
-            self._tick("language")
-
-        if cfg.license.enabled:
-            ok = license_allowed(raw.license, self.allow_licenses)
-            if not ok and not (raw.license is None and cfg.license.allow_unknown):
-                lost = st.licenses_dropped.setdefault(raw.license or "unknown", [0, 0])
-                lost[0] += 1
-                lost[1] += size
-                return self._dropped("license", "license", raw, doc_id, lang, size)
-            st.passed("license", size)
-            self._tick("license")
-
-        if cfg.hygiene.enabled:
-            if raw.truncated:
-                return self._dropped("hygiene", "too_large", raw, doc_id, lang, size, "")
-            text, reason = check_hygiene(raw.data, max_bytes=cfg.hygiene.max_bytes)
+        doc = Doc(raw, document_id(raw.repo, raw.path, raw.data), language_of(raw))
+        for step, counted in self.steps:
+            bytes_in = doc.size
+            reason = step.process(doc)
             if reason is not None:
-                return self._dropped("hygiene", reason, raw, doc_id, lang, size, "")
-        else:
-            text = raw.data.decode("utf-8", errors="replace")
-        if lang == "Jupyter Notebook":
-            try:
-                text = notebook_to_text(text)
-            except ValueError:
-                return self._dropped("hygiene", "unparsable", raw, doc_id, lang, size, text)
-        nbytes = len(text.encode("utf-8", "surrogatepass"))
-        if cfg.hygiene.enabled:
-            st.passed("hygiene", size, nbytes)
-        self._tick("hygiene")
-
-        if cfg.quality.enabled:
-            q = cfg.quality
-            reason = check_quality(
-                text, lang, raw.path, max_line_length=q.max_line_length, max_avg_line_length=q.max_avg_line_length,
-                min_alnum_fraction=q.min_alnum_fraction, autogenerated=q.autogenerated, minified=q.minified,
-                data_like=q.data_like)
-            if reason is not None:
-                return self._dropped("quality", reason, raw, doc_id, lang, nbytes, text)
-            st.passed("quality", nbytes)
-            self._tick("quality")
-
-        if cfg.parse.enabled:
-            if self.parse_langs is None or lang in self.parse_langs:
-                if parse_ok(text, lang) is False:
-                    return self._dropped("parse", "unparsable", raw, doc_id, lang, nbytes, text)
-            st.passed("parse", nbytes)
-            self._tick("parse")
-
-        if cfg.pii.enabled:
-            text, counts = redact(text, self.pii_kinds)
-            for kind, n in counts.items():
-                if n:
-                    st.pii[kind] = st.pii.get(kind, 0) + n
-            before, nbytes = nbytes, len(text.encode("utf-8", "surrogatepass"))
-            st.passed("pii", before, nbytes)
-            self._tick("pii")
-
-        record = self._record(raw, doc_id, text, lang, nbytes)
-        encoded = text.encode("utf-8", "surrogatepass")
-        extra = {"content_hash": xxhash.xxh3_128_digest(encoded), "bands": None, "contaminated": False,
-                 "permissive": license_allowed(raw.license, PERMISSIVE)}
-        self._tick("exact_dedup")
-        if self.minhasher is not None:
-            sig = self.minhasher.signature(text)
-            if sig is not None:
-                extra["bands"] = self.minhasher.band_keys(sig)
-            self._tick("near_dedup")
-        if self.decontaminator is not None:
-            extra["contaminated"] = self.decontaminator.contaminated(text)
-            self._tick("decontam")
+                return self._dropped(step, reason, doc, bytes_in)
+            if counted:
+                st.passed(step.name, bytes_in, doc.size)
+            self._tick(step.name)
+        for kind, n in doc.pii.items():
+            st.pii[kind] = st.pii.get(kind, 0) + n
+        record = self._record(doc, doc.text, doc.nbytes)
+        encoded = doc.text.encode("utf-8", "surrogatepass")
+        extra: dict = {}
+        for step in self.corpus_steps:
+            if step.on or not step.defaults:
+                extra.update(step.keys(doc, encoded))
+                self._tick(step.name)
+            else:
+                extra.update(step.defaults)
         return Outcome(record, None, extra)
 
     def run(self, docs: Iterable[RawDoc]) -> Iterator[Outcome]:
         """Process a stream of documents."""
         for raw in docs:
             yield self.process(raw)
+
+
+def corpus_stage_stats(rows, cfg: DataConfig) -> Stats:
+    """Stats of the corpus steps from (status, lang, docs, bytes) rows over the documents that entered them."""
+    stats = Stats()
+    for step in _steps.CORPUS_STEPS:
+        if not step.enabled(cfg):
+            continue
+        for status, lang, docs, nbytes in rows:
+            if status != KEEP and status < step.code:
+                continue  # dropped by an earlier stage
+            if status == step.code:
+                stats.drop(step.name, STATUS_REASON[step.code], nbytes, lang, docs=docs)
+            else:
+                stats.passed(step.name, nbytes, docs=docs)
+    return stats

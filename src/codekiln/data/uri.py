@@ -10,7 +10,9 @@ needs; `replace` of a directory copies its objects and deletes the originals. Lo
 from __future__ import annotations
 
 import fnmatch
+import os
 import re
+import shutil
 
 from codekiln.errors import UserError
 
@@ -143,3 +145,19 @@ class UriPath:
         target.fs.create_dir(target.path, recursive=True)  # local filesystems need it to exist
         pafs.copy_files(self.path, target.path, source_filesystem=self.fs, destination_filesystem=target.fs)
         self.fs.delete_dir(self.path)
+
+
+def rmtree(path) -> None:
+    """Delete a directory tree, local (a Path) or behind a URI (a UriPath), if it exists."""
+    if isinstance(path, UriPath):
+        path.rmtree()
+    else:
+        shutil.rmtree(path, ignore_errors=True)
+
+
+def move(src, dst) -> None:
+    """Rename a file or directory, local or behind a URI."""
+    if isinstance(src, UriPath):
+        src.replace(dst)
+    else:
+        os.replace(src, dst)
