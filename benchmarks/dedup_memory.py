@@ -127,8 +127,8 @@ def main() -> None:
         print(json.dumps(measure(Path(args.measure), args.bands)))
         return
     if args.quick:
-        args.docs, args.baseline_docs, args.repeats = 40_000, 10_000, 1
-    check_repeats(p, args.repeats)
+        args.docs, args.baseline_docs = 40_000, 10_000
+    check_repeats(p, args)
 
     with tempfile.TemporaryDirectory() as tmp:
         subprocess.run([sys.executable, __file__, "--write", tmp, "--docs", str(args.docs), "--bands", str(args.bands)],

@@ -90,8 +90,8 @@ def main() -> None:
     add_repeats(p)
     args = p.parse_args()
     if args.quick:
-        args.problems, args.repeats = 8, 1
-    check_repeats(p, args.repeats)
+        args.problems = 8
+    check_repeats(p, args)
 
     workers = resolve_workers(args.workers)
     problems = list(load_problems().values())[:args.problems or None]

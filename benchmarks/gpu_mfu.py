@@ -91,8 +91,8 @@ def main() -> None:
     add_repeats(ap)
     args = ap.parse_args()
     if args.quick:
-        args.presets, args.seq, args.batch, args.steps, args.repeats = "tiny", 128, 2, 2, 1
-    check_repeats(ap, args.repeats)
+        args.presets, args.seq, args.batch, args.steps = "tiny", 128, 2, 2
+    check_repeats(ap, args)
     torch.set_flush_denormal(True)
     device = torch.device("cuda") if torch.cuda.is_available() else torch.device("cpu")
     name = torch.cuda.get_device_name() if device.type == "cuda" else "CPU"

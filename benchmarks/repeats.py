@@ -11,18 +11,25 @@ import argparse
 import statistics
 
 
-def add_repeats(parser: argparse.ArgumentParser, default: int = 3) -> None:
+DEFAULT = 3
+
+
+def add_repeats(parser: argparse.ArgumentParser) -> None:
     """The --repeats option every benchmark takes (runs per figure; records need at least 3)."""
-    parser.add_argument("--repeats", type=int, default=default,
-                        help=f"runs per figure; the median is reported with min-max (default {default})")
+    parser.add_argument("--repeats", type=int, default=None,
+                        help=f"runs per figure; the median is reported with min-max (default {DEFAULT}, "
+                             "1 with --quick)")
 
 
-def check_repeats(parser: argparse.ArgumentParser, repeats: int) -> None:
-    """Refuse a repeat count below 1; say that fewer than 3 runs are not a figure to record."""
-    if repeats < 1:
-        parser.error(f"--repeats must be at least 1, got {repeats}")
-    if repeats < 3:
-        print(f"note: {repeats} run(s) per figure; recorded figures need --repeats 3 or more", flush=True)
+def check_repeats(parser: argparse.ArgumentParser, args: argparse.Namespace) -> None:
+    """Fill in the default repeat count (1 for a --quick smoke test), refuse one below 1, and say that
+    fewer than 3 runs are not a figure to record."""
+    if args.repeats is None:
+        args.repeats = 1 if getattr(args, "quick", False) else DEFAULT
+    if args.repeats < 1:
+        parser.error(f"--repeats must be at least 1, got {args.repeats}")
+    if args.repeats < 3:
+        print(f"note: {args.repeats} run(s) per figure; recorded figures need --repeats 3 or more", flush=True)
 
 
 def median(values) -> float:

@@ -69,13 +69,12 @@ def main() -> None:
 
     with tempfile.TemporaryDirectory() as tmp:
         if args.quick:
-            args.repeats = 1
             src = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "src")
             args.corpus, args.tokenizer = f"{tmp}/corpus", f"{tmp}/tokenizer"
             codekiln("data", "build", src, "--out", args.corpus, "--quiet", "data.license.allow_unknown=true")
             codekiln("tokenizer", "train", "--corpus", args.corpus, "--out", args.tokenizer, "--vocab-size", "1000",
                      "--quiet")
-        check_repeats(p, args.repeats)
+        check_repeats(p, args)
 
         texts = pq.read_table(f"{args.corpus}/data", columns=["content"]).column("content").to_pylist()
         mb = sum(len(t.encode("utf-8", "surrogatepass")) for t in texts) / 1e6

@@ -161,11 +161,11 @@ def main() -> None:
     ap.add_argument("--row", choices=ROWS, help=argparse.SUPPRESS)
     args = ap.parse_args()
     if args.quick:
-        args.steps, args.batch, args.seq, args.repeats = 2, 1, 64, 1
+        args.steps, args.batch, args.seq = 2, 1, 64
     if args.row:
         print(json.dumps(run_row(args.row, args.steps, args.batch, args.seq)))
         return
-    check_repeats(ap, args.repeats)
+    check_repeats(ap, args)
 
     auto = choose_precision("auto", torch.device("cpu"))
     rows = ["plain", "plain-ftz", "nanogpt"]
