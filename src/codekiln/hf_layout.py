@@ -12,7 +12,8 @@ Each computes exactly our function: the same RoPE half-split (rotate_half) layou
 GPT-NeoX, MPT's ALiBi slopes and its exact (erf) GELU, bias-free LayerNorm in MPT, q/k/v clamping
 as MPT's `clip_qkv`. Repeating a key/value head for every query head of its group is what grouped-
 query attention computes, so the MHA model is the same function with more weights. GPT-NeoX always
-has LayerNorm and MLP biases: without our `bias` they are written as zeros (adding zero is exact).
+has biases in every linear and norm in its canonical form (some engines always allocate them): without our
+`bias` they are written as zeros (adding zero is exact).
 Anything without an exact equivalent is refused with a UserError that names the option.
 """
 
@@ -101,7 +102,7 @@ def hf_config(cfg, eot_id: int, dtype: str) -> dict:
             "num_hidden_layers": cfg.n_layers, "num_attention_heads": cfg.n_heads, "hidden_act": "gelu",
             "max_position_embeddings": cfg.context, "layer_norm_eps": cfg.norm_eps, "rotary_pct": 1.0,
             "rotary_emb_base": cfg.rope_theta, "rope_theta": cfg.rope_theta, "use_parallel_residual": False,
-            "attention_bias": cfg.bias, "attention_dropout": 0.0, "hidden_dropout": 0.0}
+            "attention_bias": True, "attention_dropout": 0.0, "hidden_dropout": 0.0}
 
 
 def _repeat_heads(w: torch.Tensor, cfg, repeat: int) -> torch.Tensor:
@@ -114,8 +115,8 @@ def _unrepeat_heads(w: torch.Tensor, cfg, repeat: int, name: str) -> torch.Tenso
     """The inverse of _repeat_heads; a UserError when the copies differ (the weights changed after export)."""
     heads = w.reshape(cfg.kv_heads, repeat, cfg.head_dim, *w.shape[1:])
     if not torch.equal(heads, heads[:, :1].expand_as(heads)):
-        raise UserError(f"{name}: the repeated key/value heads differ, so the weights were changed after export "
-                        f"and are no longer a {cfg.kv_heads}-kv-head model; import it with `codekiln import hf`")
+        raise UserError(f"{name}: the repeated key/value heads differ: the weights were changed after export "
+                        f"and are no longer a {cfg.kv_heads}-kv-head model, so codekiln.json no longer describes them")
     return heads[:, 0].reshape(cfg.kv_heads * cfg.head_dim, *w.shape[1:])
 
 
@@ -167,13 +168,9 @@ def to_hf(state: dict[str, torch.Tensor], cfg) -> dict[str, torch.Tensor]:
     """Our full state dict -> the stock class's tensors (contiguous; a tied LM head stored once)."""
     lay = layout(cfg)
     names = _plain_names(cfg, lay)
-    out = {}
-    zeros = _zero_biases(cfg, lay)
-    for ours, theirs in names.items():
-        if ours in zeros:
-            out[theirs] = torch.zeros(zeros[ours], dtype=state["embed.weight"].dtype)
-        else:
-            out[theirs] = state[ours]
+    dtype = state["embed.weight"].dtype
+    state = {**{n: torch.zeros(shape, dtype=dtype) for n, shape in _zero_biases(cfg, lay).items()}, **state}
+    out = {theirs: state[ours] for ours, theirs in names.items()}
     for i in range(cfg.n_layers):
         fused = _fused_qkv(lay, i)
         if fused is None:
@@ -196,10 +193,13 @@ def _zero_biases(cfg, lay: Layout) -> dict[str, tuple[int, ...]]:
     """Our names (and shapes) of the biases the stock class has but our model lacks: written as zeros."""
     if lay.model_type != "gpt_neox" or cfg.bias:
         return {}
-    zeros = {"norm.bias": (cfg.d_model,)}
+    d, kvd = cfg.d_model, cfg.kv_heads * cfg.head_dim
+    zeros = {"norm.bias": (d,)}
     for i in range(cfg.n_layers):
-        zeros.update({f"blocks.{i}.attn_norm.bias": (cfg.d_model,), f"blocks.{i}.mlp_norm.bias": (cfg.d_model,),
-                      f"blocks.{i}.mlp.up_proj.bias": (cfg.hidden,), f"blocks.{i}.mlp.down_proj.bias": (cfg.d_model,)})
+        zeros.update({f"blocks.{i}.attn.q_proj.bias": (d,), f"blocks.{i}.attn.k_proj.bias": (kvd,),
+                      f"blocks.{i}.attn.v_proj.bias": (kvd,), f"blocks.{i}.attn.o_proj.bias": (d,)})
+        zeros.update({f"blocks.{i}.attn_norm.bias": (d,), f"blocks.{i}.mlp_norm.bias": (d,),
+                      f"blocks.{i}.mlp.up_proj.bias": (cfg.hidden,), f"blocks.{i}.mlp.down_proj.bias": (d,)})
     return zeros
 
 
@@ -214,18 +214,12 @@ def from_hf(tensors: dict[str, torch.Tensor], cfg) -> dict[str, torch.Tensor]:
         return tensors[name]
 
     zeros = _zero_biases(cfg, lay)
-    state = {}
-    for ours, theirs in names.items():
-        if ours not in zeros:
-            state[ours] = take(theirs)
-        elif torch.count_nonzero(take(theirs)):
-            raise UserError(f"{theirs} is not zero, so the weights were changed after export; "
-                            "import it with `codekiln import hf`")
+    state = {ours: take(theirs) for ours, theirs in names.items()}
     for i in range(cfg.n_layers):
         fused = _fused_qkv(lay, i)
         if fused is None:
             continue
-        for kind in ("weight", "bias") if cfg.bias else ("weight",):
+        for kind in ("weight", "bias") if cfg.bias or zeros else ("weight",):
             w = take(f"{fused}.{kind}")
             if lay.model_type == "mpt":
                 q, k, v = w.chunk(3)
@@ -235,6 +229,10 @@ def from_hf(tensors: dict[str, torch.Tensor], cfg) -> dict[str, torch.Tensor]:
             state[f"blocks.{i}.attn.q_proj.{kind}"] = q
             state[f"blocks.{i}.attn.k_proj.{kind}"] = _unrepeat_heads(k, cfg, lay.repeat_kv, f"{fused}.{kind}")
             state[f"blocks.{i}.attn.v_proj.{kind}"] = _unrepeat_heads(v, cfg, lay.repeat_kv, f"{fused}.{kind}")
+    for name in zeros:
+        if torch.count_nonzero(state.pop(name)):
+            raise UserError(f"the exported bias for {name} is not zero (our model has none): the weights were "
+                            "changed after export, so codekiln.json no longer describes them")
     if cfg.tie_embeddings:
         state["lm_head.weight"] = state["embed.weight"]
     return {k: v.contiguous() for k, v in state.items()}
