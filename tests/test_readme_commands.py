@@ -66,7 +66,8 @@ def readme_commands() -> set[str]:
     """The codekiln commands the README shows, in code blocks and inline, named by their first words."""
     text = README.read_text()
     found = set()
-    for line in re.findall(r"^(?:codekiln|torchrun) [^\n]*", text, flags=re.M) + re.findall(r"`(codekiln [^`]+)`", text):
+    lines = re.findall(r"^(?:codekiln|torchrun) [^\n]*", text, flags=re.M) + re.findall(r"`(codekiln [^`]+)`", text)
+    for line in lines:
         if line.startswith("torchrun"):
             found.add("torchrun")
             continue

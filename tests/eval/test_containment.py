@@ -22,7 +22,6 @@ import uuid
 from pathlib import Path
 
 import pytest
-
 from sandbox_modes import ISOLATING, python_for
 
 from codekiln.eval import sandbox

@@ -2,7 +2,8 @@
 
 Each program runs as `python -I program.py` under a short-lived wrapper (`python -I -S sandbox_child.py`)
 that builds the sandbox with unshare(2) and mount(2) through ctypes, or with bubblewrap. How it works, what
-each layer stops, the modes, and the refusal when no isolating mode works: docs/sandbox.md. The containment proof: tests/eval/test_containment.py.
+each layer stops, the modes, and the refusal when no isolating mode works: docs/sandbox.md. The containment
+proof: tests/eval/test_containment.py.
 """
 
 from __future__ import annotations
