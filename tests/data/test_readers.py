@@ -342,3 +342,23 @@ def test_memory_error_is_never_swallowed(tmp_path, monkeypatch):
     monkeypatch.setattr(pq.ParquetFile, "read_row_group", oom)
     with pytest.raises(MemoryError):
         list(read_task(tasks[0], None))
+
+
+def test_spark_driver_finds_the_unavailable_source_in_a_worker_traceback(tmp_path, monkeypatch):
+    from codekiln.data import readers
+    from codekiln.data.faults import RetryPolicy, SourceUnavailable
+    from codekiln.data.spark_executor import source_unavailable_in
+
+    f = tmp_path / "docs.jsonl"
+    make_jsonl(f)
+    tasks, _ = plan_sources([str(f)], DataConfig())
+    monkeypatch.setattr(readers, "_open_raw", lambda file: (_ for _ in ()).throw(OSError(110, "Connection timed out")))
+    with pytest.raises(SourceUnavailable) as info:
+        list(read_task(tasks[0], None, RetryPolicy(delays=(0.0,))))
+    # How PySpark shows a failed Python task: the worker's traceback inside the job's error text.
+    text = ("An error occurred while calling o83.parquet.\n: org.apache.spark.SparkException: Job aborted.\n"
+            "Traceback (most recent call last):\n  File \"readers.py\", line 1, in read_task\n"
+            f"codekiln.data.faults.SourceUnavailable: {info.value}\n\n\tat org.apache.spark.api.python...")
+    assert source_unavailable_in(text) == str(info.value)
+    assert str(info.value).startswith(f"source unavailable: {f}: [Errno 110] Connection timed out (tried 2 times)")
+    assert source_unavailable_in("py4j.protocol.Py4JJavaError: something else") is None

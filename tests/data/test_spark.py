@@ -71,3 +71,17 @@ def test_bad_spark_conf_is_one_line(sources, tmp_path, capsys):
     assert main(["data", "build", sources[1], "--out", str(tmp_path / "o"), "--executor", "spark",
                  "--spark-conf", "nonsense"]) == 2
     assert capsys.readouterr().err.strip() == "codekiln: error: bad --spark-conf 'nonsense': expected key=value"
+
+
+@pytest.mark.slow
+def test_a_source_that_stays_unavailable_stops_the_spark_build_in_one_line(tmp_path, capsys):
+    # Reading /proc/self/mem at offset 0 fails with EIO every time: a storage error that never clears.
+    (tmp_path / "src").mkdir()
+    (tmp_path / "src" / "x.jsonl").symlink_to("/proc/self/mem")
+    out = tmp_path / "out"
+    assert main(["data", "build", f"jsonl:{tmp_path / 'src' / 'x.jsonl'}", "--out", str(out), "--quiet",
+                 "--executor", "spark", "--spark-master", "local[1]"]) == 2
+    err = capsys.readouterr().err.strip().splitlines()[-1]
+    assert err.startswith("codekiln: error: the map phase stopped unfinished (source unavailable: ")
+    assert "[Errno 5] Input/output error (tried 4 times)" in err and err.endswith("run the same command again to retry it")
+    assert not json.loads((out / "manifest.json").read_text())["state"]["complete"]
