@@ -14,6 +14,7 @@ from pathlib import Path
 import pytest
 
 from codekiln.cli import main
+from codekiln.errors import UserError
 from codekiln.eval import sandbox
 
 README = Path(__file__).resolve().parents[1] / "README.md"
@@ -38,6 +39,15 @@ class Cli:
         name = " ".join(words if words[0] in ("data", "tokenizer", "config", "eval") else words[:1])
         self.ran.add(name)
         assert main([str(a) for a in argv]) == code, argv
+
+
+@pytest.fixture(scope="module")
+def isolating_mode():
+    """The mode `--sandbox auto` takes here; the evaluation tests skip, saying why, where none works."""
+    try:
+        return sandbox.resolve_mode("auto")
+    except UserError as exc:
+        pytest.skip(f"no isolating sandbox on this machine, so the eval commands refuse: {exc}")
 
 
 @pytest.fixture(scope="module")
@@ -90,7 +100,7 @@ RUN_HERE = {"data build", "config show", "tokenizer train", "tokenizer stats", "
             "complete", "eval humaneval", "eval execute", "eval infill", "eval bpb"}
 
 
-def test_every_readme_command_runs_on_a_tiny_trained_model(demo, capsys):
+def test_every_readme_command_runs_on_a_tiny_trained_model(demo, isolating_mode, capsys):
     root, run, cli = demo
     cli("config", "show", "--config", README.parent / "configs" / "demo.yaml")
     assert "vocab_size: 32768" in capsys.readouterr().out
@@ -105,7 +115,7 @@ def test_every_readme_command_runs_on_a_tiny_trained_model(demo, capsys):
     humaneval = run / "eval" / "step-4" / "humaneval"
     results = json.loads((humaneval / "results.json").read_text())
     assert results["generation"] == {"prompts": 2, "prompts_cut": 2, "context": 128, "max_new_tokens": 16}
-    assert results["sandbox"] == sandbox.resolve_mode("auto")
+    assert results["sandbox"] == isolating_mode
     assert "prompts cut to fit the model's context of 128 tokens: 2 of 2" in (humaneval / "results.md").read_text()
     cli("eval", "execute", "--samples", humaneval / "samples.jsonl", "--k", "1", "--allow-code-execution")
     assert json.loads((humaneval / "samples_results" / "results.json").read_text())["samples"] == 2
@@ -121,7 +131,7 @@ def test_every_readme_command_runs_on_a_tiny_trained_model(demo, capsys):
     assert not (run / "checkpoints" / "step-4" / "eval").exists()
 
 
-def test_default_outputs_live_outside_the_checkpoint(demo, tmp_path):
+def test_default_outputs_live_outside_the_checkpoint(demo, isolating_mode, tmp_path):
     _, run, cli = demo
     step = run / "checkpoints" / "step-4"
     cli("eval", "infill", "--model", step, "--limit", "1", "--quiet", "--allow-code-execution")
@@ -165,12 +175,12 @@ def test_a_run_of_harness_errors_stops_without_a_score(tmp_path, monkeypatch, ca
     assert not (tmp_path / "samples_results" / "results.json").exists()
 
 
-def test_the_sandbox_mode_comes_from_the_flag_or_the_config(tmp_path):
+def test_the_sandbox_mode_comes_from_the_flag_or_the_config(isolating_mode, tmp_path):
     from codekiln.eval.humaneval import canonical_samples, load_problems, write_samples
 
     samples = tmp_path / "samples.jsonl"
     write_samples(samples, canonical_samples(dict(list(load_problems().items())[:2])))
-    mode = sandbox.resolve_mode("auto")
+    mode = isolating_mode
     assert main(["eval", "execute", "--samples", str(samples), "--k", "1", "--allow-code-execution",
                  "--out", str(tmp_path / "flag"), "--sandbox", mode]) == 0
     assert main(["eval", "execute", "--samples", str(samples), "--k", "1", "--allow-code-execution",

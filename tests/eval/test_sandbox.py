@@ -205,10 +205,14 @@ def test_auto_names_what_each_mode_said(monkeypatch):
         sandbox.resolve_mode()
 
 
-def test_auto_picks_an_isolating_mode_where_namespaces_work():
-    mode = sandbox.resolve_mode("auto")
+def test_auto_picks_the_strongest_isolating_mode():
+    try:
+        mode = sandbox.resolve_mode("auto")
+    except UserError as exc:  # test_containment fails where namespaces work yet auto refuses
+        pytest.skip(f"no isolating mode on this machine: {exc}")
     assert mode in ("root", "userns", "bwrap")
-    assert mode == ("root" if os.geteuid() == 0 else mode)
+    if os.geteuid() == 0:
+        assert mode == "root"
 
 
 def test_an_unknown_or_unavailable_mode_is_one_line(monkeypatch):
