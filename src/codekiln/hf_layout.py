@@ -12,8 +12,9 @@ Each computes exactly our function: the same RoPE half-split (rotate_half) layou
 GPT-NeoX, MPT's ALiBi slopes and its exact (erf) GELU, bias-free LayerNorm in MPT, q/k/v clamping
 as MPT's `clip_qkv`. Repeating a key/value head for every query head of its group is what grouped-
 query attention computes, so the MHA model is the same function with more weights. GPT-NeoX always
-has biases in every linear and norm in its canonical form (some engines always allocate them): without our
-`bias` they are written as zeros (adding zero is exact).
+has biases in every linear and norm and its own LM head (embed_out) in its canonical form, which some
+engines assume: without our `bias` the biases are written as zeros (adding zero is exact), and a tied
+embedding is written twice.
 Anything without an exact equivalent is refused with a UserError that names the option.
 """
 
@@ -79,8 +80,9 @@ def hf_config(cfg, eot_id: int, dtype: str) -> dict:
     """config.json for the stock class (fields that every reader of that architecture understands)."""
     lay = layout(cfg)
     common = {"architectures": [lay.architecture], "model_type": lay.model_type, "vocab_size": cfg.vocab_size,
-              "tie_word_embeddings": cfg.tie_embeddings, "bos_token_id": eot_id, "eos_token_id": eot_id,
-              "torch_dtype": dtype, "initializer_range": cfg.init_std, "use_cache": True}
+              "tie_word_embeddings": cfg.tie_embeddings and lay.model_type != "gpt_neox",
+              "bos_token_id": eot_id, "eos_token_id": eot_id, "torch_dtype": dtype,
+              "initializer_range": cfg.init_std, "use_cache": True}
     if lay.model_type == "llama":
         return {**common, "hidden_size": cfg.d_model, "intermediate_size": cfg.hidden,
                 "num_hidden_layers": cfg.n_layers, "num_attention_heads": cfg.n_heads,
@@ -100,6 +102,7 @@ def hf_config(cfg, eot_id: int, dtype: str) -> dict:
                 "attn_config": attn}
     return {**common, "hidden_size": cfg.d_model, "intermediate_size": cfg.hidden,
             "num_hidden_layers": cfg.n_layers, "num_attention_heads": cfg.n_heads, "hidden_act": "gelu",
+            # transformers reads rotary_emb_base, vLLM and SGLang rope_theta: both, equal
             "max_position_embeddings": cfg.context, "layer_norm_eps": cfg.norm_eps, "rotary_pct": 1.0,
             "rotary_emb_base": cfg.rope_theta, "rope_theta": cfg.rope_theta, "use_parallel_residual": False,
             "attention_bias": True, "attention_dropout": 0.0, "hidden_dropout": 0.0}
@@ -153,7 +156,7 @@ def _plain_names(cfg, lay: Layout) -> dict[str, str]:
     if not cfg.bias:  # what remains: GPT-NeoX's always-present biases, written as zeros
         names = {ours: theirs for ours, theirs in names.items()
                  if not ours.endswith(".bias") or ours in zeros}
-    if not cfg.tie_embeddings:
+    if not cfg.tie_embeddings or lay.model_type == "gpt_neox":  # engines' GPT-NeoX always reads its own embed_out
         names["lm_head.weight"] = lm_head
     return names
 
@@ -186,7 +189,14 @@ def to_hf(state: dict[str, torch.Tensor], cfg) -> dict[str, torch.Tensor]:
             else:  # GPT-NeoX interleaves per head: [head, (q, k, v), head_dim]
                 per_head = [z.reshape(cfg.n_heads, 1, cfg.head_dim, *z.shape[1:]) for z in (q, k, v)]
                 out[f"{fused}.{kind}"] = torch.cat(per_head, dim=1).reshape(3 * cfg.d_model, *q.shape[1:])
-    return {k: v.detach().contiguous() for k, v in sorted(out.items())}
+    stored, shared = {}, set()
+    for name, value in sorted(out.items()):
+        value = value.detach().contiguous()
+        if value.data_ptr() in shared:  # safetensors stores each tensor once: a tied head written twice is copied
+            value = value.clone()
+        shared.add(value.data_ptr())
+        stored[name] = value
+    return stored
 
 
 def _zero_biases(cfg, lay: Layout) -> dict[str, tuple[int, ...]]:
@@ -234,6 +244,9 @@ def from_hf(tensors: dict[str, torch.Tensor], cfg) -> dict[str, torch.Tensor]:
             raise UserError(f"the exported bias for {name} is not zero (our model has none): the weights were "
                             "changed after export, so codekiln.json no longer describes them")
     if cfg.tie_embeddings:
+        if not torch.equal(state.get("lm_head.weight", state["embed.weight"]), state["embed.weight"]):
+            raise UserError("the exported LM head differs from the embedding (our model ties them): the weights "
+                            "were changed after export, so codekiln.json no longer describes them")
         state["lm_head.weight"] = state["embed.weight"]
     return {k: v.contiguous() for k, v in state.items()}
 

@@ -164,7 +164,7 @@ def test_exported_directory_holds_tokenizer_generation_config_and_record(tmp_pat
     assert record["model"] == ModelConfig(**{**record["model"]}).to_dict()
     assert record["model"]["kv_heads"] == 2 and record["kv_heads_repeated"] == 2
     assert record["tokenizer_hash"] == tokenizer_hash(tok_dir)
-    assert "repeated 2 times" in summary["note"]
+    assert "repeated 2 times to 4 heads" in summary["notes"][0]
     assert json.loads((out / "generation_config.json").read_text())["eos_token_id"] == eot
     config = transformers.AutoConfig.from_pretrained(out)
     assert config.eos_token_id == eot and config.dtype == torch.float32

@@ -63,16 +63,21 @@ def export_hf(model_path, out_dir, dtype: str = "float32") -> dict:
     return {"out": str(out), "architecture": lay.architecture, "dtype": dtype,
             "parameters": sum(t.numel() for t in tensors.values()),
             "kv_heads": cfg.kv_heads, "n_heads": cfg.n_heads, "kv_heads_repeated": lay.repeat_kv,
-            "note": _gqa_note(cfg, lay)}
+            "notes": _notes(cfg, lay)}
 
 
-def _gqa_note(cfg, lay) -> str:
-    """What a user should know about the conversion ('' when it is one to one)."""
-    if lay.repeat_kv == 1:
-        return ""
-    return (f"{lay.architecture} has no grouped-query attention: each of the {cfg.kv_heads} key/value heads is "
-            f"repeated {lay.repeat_kv} times to {cfg.n_heads} heads (the same function; larger k/v weights and "
-            "KV cache in other engines); codekiln.json restores the grouped model in codekiln")
+def _notes(cfg, lay) -> list[str]:
+    """What a user should know about the conversion and the engines that will serve it."""
+    notes = []
+    if lay.repeat_kv > 1:
+        notes.append(f"{lay.architecture} has no grouped-query attention: each of the {cfg.kv_heads} key/value heads "
+                     f"is repeated {lay.repeat_kv} times to {cfg.n_heads} heads (the same function; larger k/v "
+                     "weights and KV cache in other engines); codekiln.json restores the grouped model in codekiln")
+    if lay.model_type == "mpt" and not cfg.tie_embeddings:
+        notes.append("vLLM's MPT requires tied embeddings: this untied model runs in transformers, not in vLLM")
+    if lay.model_type == "mpt" and cfg.norm_eps != 1e-5:
+        notes.append(f"vLLM's MPT uses LayerNorm eps 1e-5, not this model's {cfg.norm_eps:g}: its numbers will differ")
+    return notes
 
 
 def _check_target(out: Path) -> None:
