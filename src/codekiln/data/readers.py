@@ -527,19 +527,36 @@ def _stars(value) -> int | None:
 def _read_parquet(task: dict, retry: RetryPolicy | None) -> Iterator[RawDoc]:
     path = task["file"]
     base = _base_name(path)
-    groups = task["row_groups"]
-    # Plans written before these keys existed: what a row group holds is then read from the footer.
-    rows_of, bytes_of = task.get("group_rows"), task.get("group_bytes")
     try:
-        pf = pq.ParquetFile(open_source(path, retry))
+        fh = open_source(path, retry)
+    except SourceUnavailable:
+        raise
+    except (OSError, UserError) as exc:
+        yield from _lost_groups(task, base, path, exc)  # missing or denied since it was planned
+        return
+    with fh:
+        yield from _parquet_groups(task, fh, base, path)
+
+
+def _lost_groups(task: dict, base: str, path: str, exc: BaseException) -> Iterator[RawDoc]:
+    """The row groups of a task whose file no longer opens or decodes, as planned."""
+    rows_of, bytes_of = task.get("group_rows"), task.get("group_bytes")
+    for k, g in enumerate(task["row_groups"]):
+        yield _damaged("parquet", f"{base}#rg{g}", f"{_shown(path)}: row group {g}", first_line(exc),
+                       rows_of[k] if rows_of else None, bytes_of[k] if bytes_of else None)
+
+
+def _parquet_groups(task: dict, fh, base: str, path: str) -> Iterator[RawDoc]:
+    """The RawDocs of a task's row groups, each group that does not decode one damaged record."""
+    groups, bytes_of = task["row_groups"], task.get("group_bytes")
+    try:
+        pf = pq.ParquetFile(fh)
         meta = pf.metadata
         names = set(pf.schema_arrow.names)
     except (SourceUnavailable, MemoryError):
         raise
     except Exception as exc:  # noqa: BLE001 - the footer decoded when planned: the file changed or is damaged
-        for k, g in enumerate(groups):
-            yield _damaged("parquet", f"{base}#rg{g}", f"{_shown(path)}: row group {g}", first_line(exc),
-                           rows_of[k] if rows_of else None, bytes_of[k] if bytes_of else None)
+        yield from _lost_groups(task, base, path, exc)
         return
     cols = {role: _column(names, role) for role in _COLUMNS}
     first_row = sum(meta.row_group(i).num_rows for i in range(groups[0]))
@@ -550,6 +567,7 @@ def _read_parquet(task: dict, retry: RetryPolicy | None) -> Iterator[RawDoc]:
         except (SourceUnavailable, MemoryError):
             raise
         except Exception as exc:  # noqa: BLE001 - pages that do not decode: this row group is lost, not the file
+            # Plans written before group_bytes existed: the row group's own size stands in.
             lost = bytes_of[k] if bytes_of else meta.row_group(g).total_byte_size
             yield _damaged("parquet", f"{base}#rg{g}", f"{_shown(path)}: row group {g} of {meta.num_row_groups}",
                            first_line(exc), n_rows, lost)
