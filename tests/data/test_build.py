@@ -292,6 +292,13 @@ def test_damaged_sources_are_counted_with_what_they_lost(tmp_path):
     assert report["dropped"]["unreadable"]["bytes"] >= rg["bytes"] + footer["bytes"]
     assert report["stages"][0]["docs_in"] == report["totals"]["docs_in"]
     assert len({d["path"] for d in _read(out) if d["repo"] == "org/r"}) == 200
+    from rich.console import Console
+
+    from codekiln.data.report import summary_table
+
+    console = Console(width=200, record=True)
+    console.print(summary_table(report))
+    assert "damaged sources: 2 parts lost (100 rows + 1 of unknown size)" in console.export_text()
 
 
 def test_a_source_that_stays_unavailable_leaves_its_task_for_the_rerun(tmp_path, monkeypatch, capsys):

@@ -71,4 +71,12 @@ def summary_table(report: dict) -> Table:
     tot = report["totals"]
     t.add_row("total", f"{tot['docs_in']:,}", f"{tot['docs_out']:,}", _mb(tot["bytes_in"]), _mb(tot["bytes_out"]),
               "PII redacted: " + ", ".join(f"{k} {v:,}" for k, v in report["pii"].items()), style="bold")
+    damaged = report.get("damaged", [])
+    if damaged:
+        # Damage must not pass unnoticed in a long read stage: say how much, and where the list is.
+        rows = sum(d["rows"] for d in damaged if d["rows"] is not None)
+        unknown = sum(1 for d in damaged if d["rows"] is None)
+        t.caption = (f"damaged sources: {len(damaged):,} parts lost ({rows:,} rows"
+                     + (f" + {unknown:,} of unknown size" if unknown else "") + "); see `damaged` in report.json")
+        t.caption_justify = "left"
     return t
