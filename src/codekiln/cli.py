@@ -57,9 +57,8 @@ def _cmd_tokenizer_train(args) -> int:
     import time
 
     from rich.console import Console
-    from rich.table import Table
 
-    from codekiln.tokenizer.train import train_tokenizer
+    from codekiln.tokenizer.train import summary_table, train_tokenizer
 
     config = load_config(args.config, args.overrides)
     t = config.tokenizer
@@ -70,43 +69,18 @@ def _cmd_tokenizer_train(args) -> int:
     summary = train_tokenizer(args.corpus, args.out, vocab_size=vocab, algorithm=algorithm, sample_bytes=sample,
                               weights=t.language_weights, seed=config.seed, min_frequency=t.min_frequency,
                               holdout_fraction=t.holdout_fraction, progress=not args.quiet)
-    elapsed = time.perf_counter() - t0
-    table = Table(title="tokenizer train", title_justify="left")
-    table.add_column("")
-    table.add_column("", justify="right")
-    for key, value in (("algorithm", summary["algorithm"]), ("vocabulary", f"{summary['vocab_size']:,}"),
-                       ("documents sampled", f"{summary['docs']:,}"),
-                       ("characters sampled", f"{summary['chars'] / 1e6:,.1f} M"), ("time", f"{elapsed:.1f} s")):
-        table.add_row(key, value)
-    Console().print(table)
+    Console().print(summary_table(summary, time.perf_counter() - t0))
     Console().print(f"tokenizer: {args.out}", soft_wrap=True)
     return 0
 
 
 def _cmd_tokenizer_stats(args) -> int:
     from rich.console import Console
-    from rich.table import Table
 
-    from codekiln.tokenizer.stats import tokenizer_stats
+    from codekiln.tokenizer.stats import stats_table, tokenizer_stats
 
     result = tokenizer_stats(args.tokenizer, args.corpus, args.compare, max_bytes=args.max_bytes)
-    names = list(result["tokenizers"])
-    table = Table(title=f"bytes per token, {result['documents']:,} held-out docs ({result['bytes'] / 1e6:,.1f} MB)",
-                  title_justify="left")
-    table.add_column("language")
-    table.add_column("MB", justify="right")
-    for name in names:
-        table.add_column(name, justify="right")
-    ours = result["tokenizers"][names[0]]["languages"]
-    for lang, entry in sorted(ours.items(), key=lambda x: -x[1]["bytes"]):
-        if entry["bytes"] < args.min_language_bytes:
-            continue  # too little held-out text for a figure worth printing
-        table.add_row(lang, f"{entry['bytes'] / 1e6:,.2f}",
-                      *(f"{result['tokenizers'][n]['languages'][lang]['bytes_per_token']:.3f}" for n in names))
-    table.add_row("all", f"{result['bytes'] / 1e6:,.2f}",
-                  *(f"{result['tokenizers'][n]['bytes_per_token']:.3f}" for n in names), style="bold")
-    table.add_row("encode MB/s", "", *(f"{result['tokenizers'][n]['mb_per_s']:,.1f}" for n in names))
-    Console().print(table)
+    Console().print(stats_table(result, args.min_language_bytes))
     if args.json:
         Path(args.json).write_text(json.dumps(result, indent=2) + "\n")
     return 0
@@ -116,9 +90,8 @@ def _cmd_data_tokenize(args) -> int:
     import time
 
     from rich.console import Console
-    from rich.table import Table
 
-    from codekiln.tokenizer.shards import tokenize_corpus
+    from codekiln.tokenizer.shards import shards_table, tokenize_corpus
     from codekiln.workers import resolve_workers
 
     config = load_config(args.config, args.overrides)
@@ -127,15 +100,9 @@ def _cmd_data_tokenize(args) -> int:
     workers = resolve_workers(args.workers if args.workers is not None else config.data.workers)
     t0 = time.perf_counter()
     meta = tokenize_corpus(args.corpus, args.tokenizer, args.out, val_fraction=args.val_fraction, seed=config.seed,
-                           pack=args.pack_repos, workers=workers)
+                           pack=args.pack_repos, workers=workers, progress=not args.quiet)
     elapsed = time.perf_counter() - t0
-    table = Table(title=f"token shards ({meta['dtype']}, vocabulary {meta['vocab_size']:,})", title_justify="left")
-    for col in ("split", "documents", "tokens", "MB of text", "bytes/token", "shards"):
-        table.add_column(col, justify="left" if col == "split" else "right")
-    for split, st in meta["splits"].items():
-        table.add_row(split, f"{st['docs']:,}", f"{st['tokens']:,}", f"{st['bytes'] / 1e6:,.1f}",
-                      f"{st['bytes'] / max(st['tokens'], 1):.2f}", str(len(st["shards"])))
-    Console().print(table)
+    Console().print(shards_table(meta))
     Console().print(f"shards: {args.out} ({elapsed:.1f} s)", soft_wrap=True)
     return 0
 
@@ -400,6 +367,7 @@ def build_parser() -> argparse.ArgumentParser:
     tkz.add_argument("--workers", type=int, help="worker processes (default: data.workers, 0 = all cores)")
     tkz.add_argument("--pack-repos", action="store_true",
                      help="one sequence per repository: <|repo_name|> and <|file_sep|> between its files")
+    tkz.add_argument("--quiet", action="store_true", help="no progress bar")
     tkz.add_argument("--config", help="YAML config file")
     tkz.add_argument("overrides", nargs="*", metavar="KEY=VALUE")
     tkz.set_defaults(func=_cmd_data_tokenize)

@@ -261,3 +261,16 @@ def _finalize(out: Path, work: Path, tasks: list[dict], tok, fingerprint: dict) 
     atomic_write_json(out / "meta.json", meta)
     shutil.rmtree(work, ignore_errors=True)
     return meta
+
+
+def shards_table(meta: dict):
+    """The table `codekiln data tokenize` prints: documents, tokens, text and shards per split."""
+    from rich.table import Table
+
+    table = Table(title=f"token shards ({meta['dtype']}, vocabulary {meta['vocab_size']:,})", title_justify="left")
+    for col in ("split", "documents", "tokens", "MB of text", "bytes/token", "shards"):
+        table.add_column(col, justify="left" if col == "split" else "right")
+    for split, st in meta["splits"].items():
+        table.add_row(split, f"{st['docs']:,}", f"{st['tokens']:,}", f"{st['bytes'] / 1e6:,.1f}",
+                      f"{st['bytes'] / max(st['tokens'], 1):.2f}", str(len(st["shards"])))
+    return table

@@ -114,3 +114,26 @@ def tokenizer_stats(tokenizer_dir: str | Path, corpus: str | Path, compare: list
         raise UserError(f"{corpus} has no held-out documents for this tokenizer (train with a larger "
                         "tokenizer.holdout_fraction, or measure on another corpus)")
     return measure(encoders, docs)
+
+
+def stats_table(result: dict, min_language_bytes: int):
+    """The table `codekiln tokenizer stats` prints: bytes per token per language for each tokenizer."""
+    from rich.table import Table
+
+    names = list(result["tokenizers"])
+    table = Table(title=f"bytes per token, {result['documents']:,} held-out docs ({result['bytes'] / 1e6:,.1f} MB)",
+                  title_justify="left")
+    table.add_column("language")
+    table.add_column("MB", justify="right")
+    for name in names:
+        table.add_column(name, justify="right")
+    ours = result["tokenizers"][names[0]]["languages"]
+    for lang, entry in sorted(ours.items(), key=lambda x: -x[1]["bytes"]):
+        if entry["bytes"] < min_language_bytes:
+            continue  # too little held-out text for a figure worth printing
+        table.add_row(lang, f"{entry['bytes'] / 1e6:,.2f}",
+                      *(f"{result['tokenizers'][n]['languages'][lang]['bytes_per_token']:.3f}" for n in names))
+    table.add_row("all", f"{result['bytes'] / 1e6:,.2f}",
+                  *(f"{result['tokenizers'][n]['bytes_per_token']:.3f}" for n in names), style="bold")
+    table.add_row("encode MB/s", "", *(f"{result['tokenizers'][n]['mb_per_s']:,.1f}" for n in names))
+    return table

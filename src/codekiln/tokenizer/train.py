@@ -228,3 +228,17 @@ def save_tokenizer(tok, out: str | Path) -> None:
     special_map = {"bos_token": eot, "eos_token": eot, "unk_token": eot, "pad_token": eot,
                    "additional_special_tokens": extra}
     (out / "special_tokens_map.json").write_text(json.dumps(special_map, indent=2) + "\n")
+
+
+def summary_table(summary: dict, elapsed_s: float):
+    """The table `codekiln tokenizer train` prints: algorithm, vocabulary, what was sampled, time."""
+    from rich.table import Table
+
+    table = Table(title="tokenizer train", title_justify="left")
+    table.add_column("")
+    table.add_column("", justify="right")
+    for key, value in (("algorithm", summary["algorithm"]), ("vocabulary", f"{summary['vocab_size']:,}"),
+                       ("documents sampled", f"{summary['docs']:,}"),
+                       ("characters sampled", f"{summary['chars'] / 1e6:,.1f} M"), ("time", f"{elapsed_s:.1f} s")):
+        table.add_row(key, value)
+    return table
