@@ -289,12 +289,26 @@ def test_a_failed_export_leaves_nothing_and_an_earlier_export_intact(tmp_path, t
     assert sorted(p.name for p in tmp_path.iterdir()) == ["hf", "run"]
 
 
+def test_reruns_are_byte_identical(tmp_path, tok_dir):
+    run, _ = make_run(tmp_path, tok_dir, **FAMILIES["neox-gqa"])
+    export_hf(run, tmp_path / "a")
+    export_hf(run, tmp_path / "b")
+    files = sorted(p.name for p in (tmp_path / "a").iterdir())
+    assert files == sorted(p.name for p in (tmp_path / "b").iterdir())
+    for name in files:
+        assert (tmp_path / "a" / name).read_bytes() == (tmp_path / "b" / name).read_bytes(), name
+
+
 def test_user_mistakes_are_one_line_errors(tmp_path, tok_dir):
     run, _ = make_run(tmp_path, tok_dir, **FAMILIES["llama-mha"])
     with pytest.raises(UserError, match="--dtype must be one of float32, bfloat16, float16"):
         export_hf(run, tmp_path / "hf", dtype="int8")
     with pytest.raises(UserError, match="does not exist"):
         export_hf(tmp_path / "nowhere", tmp_path / "hf")
+    big, _ = make_run(tmp_path / "big", tok_dir, **FAMILIES["llama-mha"], init_std=1e5)
+    with pytest.raises(UserError, match="beyond float16's range; export as bfloat16 or float32"):
+        export_hf(big, tmp_path / "hf", dtype="float16")
+    assert not (tmp_path / "hf").exists()
     (tmp_path / "mine").mkdir()
     (tmp_path / "mine" / "notes.txt").write_text("keep me")
     with pytest.raises(UserError, match="not a codekiln export; refusing to overwrite"):

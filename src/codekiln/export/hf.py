@@ -15,11 +15,11 @@ import shutil
 from pathlib import Path
 
 import torch
-from safetensors.torch import save as safetensors_bytes
+from safetensors.torch import save_file
 
 from codekiln import __version__
 from codekiln.errors import UserError
-from codekiln.files import atomic_write_bytes, atomic_write_json
+from codekiln.files import atomic_write_bytes, atomic_write_json, fsync_dir, fsync_file
 from codekiln.hf_layout import EXPORT_FILE, hf_config, layout, to_hf
 from codekiln.tokenizer import SPECIAL_TOKENS, tokenizer_hash
 
@@ -31,15 +31,21 @@ TOKENIZER_FILES = ("tokenizer.json", "tokenizer_config.json", "special_tokens_ma
 def export_hf(model_path, out_dir, dtype: str = "float32") -> dict:
     """Write the model at model_path (run, checkpoint or export directory) to out_dir; returns a summary."""
     from codekiln import load
+    from codekiln.checkpoint import model_config, resolve
 
     if dtype not in DTYPES:
         raise UserError(f"--dtype must be one of {', '.join(DTYPES)}, not {dtype!r}")
     out = Path(out_dir)
     _check_target(out)
+    layout(model_config(resolve(model_path)))  # refuse what has no stock equivalent before reading the weights
     model, tokenizer = load(model_path)
     cfg = model.cfg
-    lay = layout(cfg)  # refuses an option with no stock equivalent before anything is written
-    tensors = {k: v.to(DTYPES[dtype]) for k, v in to_hf(model.state_dict(), cfg).items()}
+    lay = layout(cfg)
+    tensors = {}
+    for name, value in to_hf(model.state_dict(), cfg).items():
+        tensors[name] = value.to(DTYPES[dtype])
+        if not torch.isfinite(tensors[name]).all() and torch.isfinite(value).all():
+            raise UserError(f"{name} has weights beyond {dtype}'s range; export as bfloat16 or float32")
     eot_id = tokenizer.special_ids[EOT]
 
     out.parent.mkdir(parents=True, exist_ok=True)
@@ -48,7 +54,9 @@ def export_hf(model_path, out_dir, dtype: str = "float32") -> dict:
     tmp.mkdir()
     try:
         _write_tokenizer(Path(tokenizer.directory), tmp)
-        atomic_write_bytes(tmp / "model.safetensors", safetensors_bytes(tensors, metadata={"format": "pt"}))
+        # Straight to the file (no copy in memory): the directory as a whole is what appears atomically.
+        save_file(tensors, str(tmp / "model.safetensors"), metadata={"format": "pt"})
+        fsync_file(tmp / "model.safetensors")
         atomic_write_json(tmp / "config.json", hf_config(cfg, eot_id, dtype))
         atomic_write_json(tmp / "generation_config.json",
                           {"bos_token_id": eot_id, "eos_token_id": eot_id, "pad_token_id": eot_id})
@@ -124,11 +132,13 @@ def _write_tokenizer(source: Path, out: Path) -> None:
 
 def _replace_dir(tmp: Path, out: Path) -> None:
     """Move the finished export into place; an earlier export at --out is swapped out, then deleted."""
+    fsync_dir(tmp)
     old = None
     if out.exists():
         old = out.with_name(f".{out.name}.old{os.getpid()}")
         shutil.rmtree(old, ignore_errors=True)
         os.replace(out, old)
     os.replace(tmp, out)
+    fsync_dir(out.parent)
     if old is not None:
         shutil.rmtree(old, ignore_errors=True)
