@@ -16,6 +16,7 @@ from codekiln.export import hf as export_module
 from codekiln.export.hf import export_hf
 from codekiln.hf_layout import export_model_config, read_export_tensors
 from codekiln.model import ModelConfig, Transformer
+from codekiln.model.config import PRESETS
 from codekiln.tokenizer import SPECIAL_TOKENS, tokenizer_hash
 from codekiln.tokenizer import load as load_tokenizer
 from codekiln.tokenizer.train import train_tokenizer
@@ -44,6 +45,7 @@ FAMILIES = {
                                   kv_heads=3, tie_embeddings=False),  # ALiBi slopes for a non-power-of-two count
     "neox-gqa": dict(positions="rope", norm="layernorm", mlp="gelu", kv_heads=1, rope_theta=1000.0),
     "neox-bias": dict(positions="rope", norm="layernorm", mlp="gelu", bias=True),
+    "mpt-tiny-preset": dict(PRESETS["tiny"], init_std=0.05),  # the demo's model itself: GQA ALiBi, 8/4 heads
 }
 ARCHITECTURE = {"llama": "LlamaForCausalLM", "mpt": "MptForCausalLM", "neox": "GPTNeoXForCausalLM"}
 
@@ -178,6 +180,22 @@ def test_exported_directory_holds_tokenizer_generation_config_and_record(tmp_pat
     assert hf_tok(fim)["input_ids"][0] == tok.special_ids["<|fim_prefix|>"]
     assert tok.special_ids["<|fim_middle|>"] in hf_tok(fim)["input_ids"]
     assert hf_tok.decode(hf_tok(fim)["input_ids"], skip_special_tokens=True) == "def f(x):\n"
+
+
+def test_special_tokens_an_older_tokenizer_left_unmarked_are_marked(tmp_path, tok_dir):
+    run, _ = make_run(tmp_path, tok_dir, **FAMILIES["llama-mha"])
+    path = run / "tokenizer" / "tokenizer.json"
+    spec = json.loads(path.read_text())
+    for token in spec["added_tokens"]:
+        token["special"] = token["content"] == "<|endoftext|>"
+    path.write_text(json.dumps(spec))
+    export_hf(run, tmp_path / "hf")
+    exported = json.loads((tmp_path / "hf" / "tokenizer.json").read_text())
+    assert {t["content"] for t in exported["added_tokens"] if t["special"]} == set(SPECIAL_TOKENS)
+    assert json.loads((tmp_path / "hf" / "codekiln.json").read_text())["tokenizer_hash"] == \
+        tokenizer_hash(tmp_path / "hf")
+    hf_tok = transformers.AutoTokenizer.from_pretrained(tmp_path / "hf")
+    assert hf_tok.decode(hf_tok("<|fim_prefix|>x<|fim_middle|>")["input_ids"], skip_special_tokens=True) == "x"
 
 
 @pytest.mark.parametrize("family", ["llama-gqa-bias-untied", "mpt-gqa-6heads-untied", "neox-gqa", "neox-bias"])
