@@ -50,6 +50,8 @@ def _cmd_data_build(args) -> int:
                       f"({tot['bytes_out'] / 1e6:,.1f} MB) with {build.workers} workers in {phases}{resumed}",
                       soft_wrap=True)
     console.print(f"corpus: {result.out / 'data'}   report: {result.out / 'report.json'}", soft_wrap=True)
+    if result.advice:
+        console.print(result.advice, soft_wrap=True)
     return 0
 
 

@@ -390,3 +390,12 @@ def test_executors_do_not_import_the_build():
         tree = ast.parse((root / name).read_text())
         mods = {n.module for n in ast.walk(tree) if isinstance(n, ast.ImportFrom)}
         assert "codekiln.data.build" not in mods, name
+
+
+def test_the_cli_ends_an_all_unlicensed_build_with_the_advice(tmp_path, capsys):
+    repo = tmp_path / "repos" / "mine"
+    (repo / ".git").mkdir(parents=True)
+    (repo / "app.py").write_text(python_module(3))
+    assert main(["data", "build", str(tmp_path / "repos"), "--out", str(tmp_path / "out"), "--quiet"]) == 0
+    last = capsys.readouterr().out.strip().splitlines()[-1]
+    assert "data.license.allow_unknown=true" in last
