@@ -49,7 +49,7 @@ def layout(cfg: ModelConfig) -> Layout:
     family = (cfg.positions, cfg.norm, cfg.mlp)
     repeat = cfg.n_heads // cfg.kv_heads
     if cfg.clip_qkv is not None and cfg.clip_qkv <= 0:
-        raise UserError(f"clip_qkv {cfg.clip_qkv} has no stock equivalent (MPT clips only with a positive value)")
+        raise UserError(f"clip_qkv {cfg.clip_qkv} has no stock equivalent (stock classes clip to a positive bound)")
     if family == ("rope", "rmsnorm", "swiglu"):
         if cfg.clip_qkv is not None:
             raise UserError(f"clip_qkv {cfg.clip_qkv} with RoPE has no stock equivalent "
@@ -76,7 +76,7 @@ def layout(cfg: ModelConfig) -> Layout:
                     f"({exporters})")
 
 
-def hf_config(cfg, eot_id: int, dtype: str) -> dict:
+def hf_config(cfg: ModelConfig, eot_id: int, dtype: str) -> dict:
     """config.json for the stock class (fields that every reader of that architecture understands)."""
     lay = layout(cfg)
     common = {"architectures": [lay.architecture], "model_type": lay.model_type, "vocab_size": cfg.vocab_size,
@@ -168,7 +168,7 @@ def _fused_qkv(lay: Layout, i: int) -> str | None:
 
 
 def to_hf(state: dict[str, torch.Tensor], cfg) -> dict[str, torch.Tensor]:
-    """Our full state dict -> the stock class's tensors (contiguous; a tied LM head stored once)."""
+    """Our full state dict -> the stock class's tensors, contiguous and each its own storage (as safetensors wants)."""
     lay = layout(cfg)
     names = _plain_names(cfg, lay)
     dtype = state["embed.weight"].dtype
