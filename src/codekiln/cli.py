@@ -303,6 +303,17 @@ def _cmd_eval_infill(args) -> int:
     return 0
 
 
+def _cmd_export_hf(args) -> int:
+    from codekiln.export.hf import export_hf, summary_table
+    from codekiln.progress import console
+
+    summary = export_hf(args.model, args.out, dtype=args.dtype)
+    console.print(summary_table(summary))
+    for note in summary["notes"]:
+        console.print(f"note: {note}", soft_wrap=True)
+    return 0
+
+
 def _cmd_plot(args) -> int:
     from codekiln.train.plot import plot_run
 
@@ -465,6 +476,16 @@ def build_parser() -> argparse.ArgumentParser:
     cp.add_argument("--spm", action="store_true", help="SPM FIM prompt instead of PSM")
     cp.add_argument("--raw", action="store_true", help="no editor post-processing")
     cp.set_defaults(func=_cmd_complete)
+
+    exp = sub.add_parser("export", help="export a model to the ecosystem's formats")
+    exp_sub = exp.add_subparsers(dest="command", required=True, parser_class=_Parser)
+    ehf = exp_sub.add_parser("hf", help="a stock Hugging Face directory (Llama, MPT or GPT-NeoX; no remote code)")
+    ehf.add_argument("--model", required=True,
+                     help="run directory, checkpoints/step-N directory or exported directory")
+    ehf.add_argument("--out", required=True, help="directory to write (an earlier export there is replaced)")
+    ehf.add_argument("--dtype", choices=("float32", "bfloat16", "float16"), default="float32",
+                     help="dtype of the stored weights (default float32)")
+    ehf.set_defaults(func=_cmd_export_hf)
 
     plt = sub.add_parser("plot", help="render a run's loss, bits/byte and throughput curves to PNG")
     plt.add_argument("run", help="run directory")

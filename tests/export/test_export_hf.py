@@ -332,3 +332,20 @@ def test_user_mistakes_are_one_line_errors(tmp_path, tok_dir):
     with pytest.raises(UserError, match="not a codekiln export; refusing to overwrite"):
         export_hf(run, tmp_path / "mine")
     assert (tmp_path / "mine" / "notes.txt").read_text() == "keep me"
+
+
+def test_the_export_hf_command(tmp_path, tok_dir, capsys):
+    from codekiln.cli import main
+
+    run, _ = make_run(tmp_path, tok_dir, **FAMILIES["mpt-gqa"])
+    assert main(["export", "hf", "--model", str(run), "--out", str(tmp_path / "hf")]) == 0
+    shown = capsys.readouterr()
+    out = shown.out + shown.err
+    assert "MptForCausalLM" in out and "note:" in out  # the repeated key/value heads are said, not hidden
+    assert (tmp_path / "hf" / "config.json").is_file()
+    assert main(["export", "hf", "--model", str(tmp_path / "nowhere"), "--out", str(tmp_path / "hf2")]) == 2
+    err = capsys.readouterr().err.strip()
+    assert len(err.splitlines()) == 1 and "does not exist" in err
+    with pytest.raises(SystemExit) as bad:
+        main(["export", "hf", "--model", str(run), "--out", str(tmp_path / "hf3"), "--dtype", "int4"])
+    assert bad.value.code == 2

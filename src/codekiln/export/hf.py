@@ -142,3 +142,16 @@ def _replace_dir(tmp: Path, out: Path) -> None:
     fsync_dir(out.parent)
     if old is not None:
         shutil.rmtree(old, ignore_errors=True)
+
+
+def summary_table(summary: dict):
+    """The table `codekiln export hf` prints: architecture, dtype, parameters, heads, directory."""
+    from rich.table import Table
+
+    table = Table(title="codekiln export hf", show_header=False, show_edge=False)
+    table.add_row("architecture", summary["architecture"])
+    table.add_row("dtype", summary["dtype"])
+    table.add_row("stored parameters", f"{summary['parameters']:,}")
+    table.add_row("heads / kv heads", f"{summary['n_heads']} / {summary['kv_heads']}")
+    table.add_row("directory", summary["out"])
+    return table
