@@ -13,7 +13,7 @@ EXTRAS := test,spark,compare,tensorboard,wandb,export
 # AVX2, one thread. A test that compares two different code paths bit for bit fails here rather than on a
 # user's CPU (docs/testing.md).
 NUMERIC_ENV   := ATEN_CPU_CAPABILITY=avx2 MKL_ENABLE_INSTRUCTIONS=AVX2 ONEDNN_MAX_CPU_ISA=AVX2 OMP_NUM_THREADS=1
-NUMERIC_TESTS := tests/model tests/infer tests/train tests/eval
+NUMERIC_TESTS := tests/model tests/infer tests/train tests/eval tests/export
 
 .PHONY: demo test test-fast test-numeric install system clean bench
 

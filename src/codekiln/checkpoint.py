@@ -22,6 +22,13 @@ def latest(run: Path) -> Path | None:
     return path if is_checkpoint(path) else None
 
 
+def is_export(path: Path) -> bool:
+    """True for a directory written by `codekiln export hf` (its codekiln.json restores our model)."""
+    from codekiln.hf_layout import is_export as has_export_record
+
+    return has_export_record(path)
+
+
 def is_checkpoint(path: Path) -> bool:
     """True for a checkpoints/step-N directory."""
     path = Path(path)
@@ -43,22 +50,33 @@ def resolve(path: str | Path) -> Path:
         if found is None:
             raise UserError(f"run {p} has no complete checkpoint yet")
         return found
-    if is_checkpoint(p):
+    if is_checkpoint(p) or is_export(p):
         return p
-    raise UserError(f"{p} is neither a run directory nor a checkpoint directory")
+    if (p / "config.json").is_file() and (p / "model.safetensors").is_file():
+        raise UserError(f"{p} is a Hugging Face model without codekiln.json, not a codekiln export; "
+                        "bring it in with `codekiln import hf`")
+    raise UserError(f"{p} is neither a run directory, a checkpoint directory nor an exported directory")
 
 
 def model_config(ckpt: Path):
-    """The ModelConfig a checkpoint was saved with."""
+    """The ModelConfig a checkpoint (or an export, through its codekiln.json) was saved with."""
     from codekiln.model import ModelConfig
 
+    if is_export(ckpt):
+        from codekiln.hf_layout import export_model_config
+
+        return export_model_config(ckpt)
     return ModelConfig.from_dict(json.loads((Path(ckpt) / "config.json").read_text())["model"])
 
 
 def read_model_tensors(path: Path, cfg) -> dict:
-    """model.safetensors as a full state dict (the tied LM head restored)."""
+    """model.safetensors as a full state dict (the tied LM head restored); an export's stock tensors mapped back."""
     from safetensors.torch import load_file
 
+    if is_export(Path(path).parent):
+        from codekiln.hf_layout import read_export_tensors
+
+        return read_export_tensors(Path(path).parent, cfg)
     state = load_file(str(path))
     if cfg.tie_embeddings and "embed.weight" in state:
         state["lm_head.weight"] = state["embed.weight"]
@@ -66,5 +84,8 @@ def read_model_tensors(path: Path, cfg) -> dict:
 
 
 def tokenizer_dir(ckpt: Path) -> Path:
-    """The tokenizer directory of the run a checkpoint belongs to (run/tokenizer beside run/checkpoints)."""
+    """The tokenizer directory of the run a checkpoint belongs to (run/tokenizer beside run/checkpoints);
+    an export holds its tokenizer files itself."""
+    if is_export(ckpt):
+        return Path(ckpt)
     return Path(ckpt).parent.parent / "tokenizer"

@@ -14,7 +14,8 @@ import numpy as np
 import pyarrow.parquet as pq
 
 from codekiln.errors import UserError
-from codekiln.tokenizer.shards import FORMAT
+
+FORMAT = "codekiln-tokens/2"  # 2: adds {split}-index.parquet (per-document shard, offset, tokens, bytes, lang)
 
 
 class ShardSet:

@@ -228,8 +228,6 @@ def test_weights_changed_after_export_are_not_read_as_the_recorded_model(tmp_pat
         read_export_tensors(out, export_model_config(out))
 
 
-@pytest.mark.xfail(strict=True, raises=UserError,
-                   reason="codekiln.checkpoint does not read exported directories yet (the change is reported)")
 def test_codekiln_load_reads_an_export(tmp_path, tok_dir):
     import codekiln
 

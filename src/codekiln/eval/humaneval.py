@@ -24,7 +24,7 @@ from codekiln.eval.passk import estimate_pass_at_k
 from codekiln.files import atomic_write_bytes, atomic_write_json
 
 # Where the BigCode evaluation harness cuts a HumanEval generation (defined once, with the post-processing).
-from codekiln.infer.postprocess import HUMANEVAL_STOP  # noqa: E402
+from codekiln.infer import HUMANEVAL_STOP  # noqa: E402
 
 PROBLEM_FIELDS = ("task_id", "prompt", "entry_point", "test")
 DEFAULT_K = (1, 10, 100)

@@ -15,7 +15,7 @@ import torch
 from codekiln.errors import UserError
 from codekiln.infer.postprocess import find_stop
 from codekiln.infer.sampling import generators, sample
-from codekiln.model.transformer import KVCache
+from codekiln.model import KVCache
 
 PREFILL_CHUNK = 256  # prompt tokens per prefill forward: bounds the [B, H, T, S] mask and the activations
 

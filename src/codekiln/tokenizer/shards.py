@@ -28,13 +28,13 @@ import pyarrow.parquet as pq
 from codekiln.errors import UserError
 from codekiln.files import atomic_write_bytes, atomic_write_json, atomic_write_parquet
 from codekiln.progress import console, task_progress
+from codekiln.token_shards import FORMAT
 from codekiln.tokenizer import load, tokenizer_hash
 from codekiln.tokenizer.train import corpus_parts, is_held_out, split_key
 from codekiln.workers import ignore_sigint, run_tasks
 
 _STATE: dict = {}
 SHARD_TOKENS = 256 * 1024 * 1024  # tokens per output shard at most
-FORMAT = "codekiln-tokens/2"  # 2: adds {split}-index.parquet (per-document shard, offset, tokens, bytes, lang)
 ROWS_PER_TASK = 256  # documents per map task: small enough to keep every core busy
 
 
