@@ -80,6 +80,22 @@ def test_attention_and_mlp_bias(tmp_path):
     assert _assert_same_logits(hf, tmp_path).bias
 
 
+def test_attention_bias_without_mlp_bias(tmp_path):
+    hf = _save(tmp_path, attention_bias=True, mlp_bias=False)
+    cfg, state = load_llama(tmp_path)
+    assert cfg.bias and not state["blocks.0.mlp.up_proj.bias"].any()  # zero biases: the same function
+    _assert_same_logits(hf, tmp_path)
+
+
+def test_qwen2_qkv_biases(tmp_path):
+    hf = _save(tmp_path, transformers.Qwen2Config, transformers.Qwen2ForCausalLM, num_key_value_heads=2,
+               tie_word_embeddings=True, rope_parameters={"rope_type": "default", "rope_theta": 1000000.0})
+    cfg, state = load_llama(tmp_path)
+    assert cfg.bias and cfg.rope_theta == 1e6 and state["blocks.1.attn.k_proj.bias"].abs().sum() > 0
+    assert not state["blocks.1.attn.o_proj.bias"].any() and not state["blocks.1.mlp.down_proj.bias"].any()
+    _assert_same_logits(hf, tmp_path)
+
+
 def test_mistral_without_sliding_window(tmp_path):
     hf = _save(tmp_path, transformers.MistralConfig, transformers.MistralForCausalLM,
                num_key_value_heads=2, sliding_window=None)
@@ -115,9 +131,9 @@ def _llama_dict(**overrides):
      "llama3"),
     (_llama_dict(hidden_act="gelu"), "hidden_act"),
     (_llama_dict(head_dim=16), "head_dim"),
-    (_llama_dict(attention_bias=True, mlp_bias=False), "mlp_bias"),
     (transformers.MistralConfig(**TINY).to_dict(), "sliding_window"),
-    ({**_llama_dict(), "model_type": "qwen2"}, "model_type"),
+    ({**_llama_dict(), "model_type": "gemma"}, "model_type"),
+    (transformers.Qwen2Config(**TINY, use_sliding_window=True, sliding_window=16).to_dict(), "use_sliding_window"),
     ({k: v for k, v in _llama_dict().items() if k != "intermediate_size"}, "intermediate_size"),
 ])
 def test_config_refusals_name_the_field(hf, field):

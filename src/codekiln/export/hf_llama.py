@@ -1,4 +1,4 @@
-"""Import a Hugging Face Llama-family checkpoint, so that continued pretraining can start from it.
+"""Read a Hugging Face Llama-family checkpoint as our ModelConfig and weights (`codekiln import hf` writes them).
 
 `load_llama(directory)` reads a `save_pretrained` directory (config.json plus model.safetensors, or a
 sharded model.safetensors.index.json and its shards) and returns our ModelConfig and a state dict that
@@ -14,11 +14,13 @@ sharded model.safetensors.index.json and its shards) and returns our ModelConfig
 
 q and k copy over unchanged: our RoPE uses the same half-split (rotate_half) layout as HF Llama.
 
-Only model_type "llama" and "mistral" with `sliding_window: null` are read. Look-alikes are refused
-rather than guessed at (Qwen2 has q/k/v biases but no o_proj bias, which our one `bias` flag cannot
-express). Anything our model would compute differently is refused with a one-line UserError naming the
-config field: RoPE scaling (linear, dynamic, yarn, llama3, ...), an activation other than SiLU, a
-head_dim other than hidden_size / num_attention_heads, a sliding window, attention_bias != mlp_bias.
+Only model_type "llama", "mistral" with `sliding_window: null` and "qwen2" without a sliding window are
+read; other look-alikes are refused rather than guessed at. Our one `bias` flag puts a bias on every
+linear but the LM head; a model with biases on some linears only (Qwen2's q/k/v, Llama's attention_bias
+without mlp_bias) is expressed exactly by zero biases on the others (adding zero changes nothing); those
+then train like any bias. Anything our model would compute differently is refused with a one-line
+UserError naming the config field: RoPE scaling (linear, dynamic, yarn, llama3, ...), an activation
+other than SiLU, a head_dim other than hidden_size / num_attention_heads, a sliding window.
 Weights are read with safetensors only, never by unpickling; tensors keep the checkpoint's dtype
 (load_state_dict casts them into the model's).
 """
@@ -36,7 +38,7 @@ from safetensors import SafetensorError, safe_open
 from codekiln.errors import UserError
 from codekiln.model import ModelConfig, Transformer
 
-SUPPORTED = ("llama", "mistral")
+SUPPORTED = ("llama", "mistral", "qwen2")
 SINGLE, INDEX = "model.safetensors", "model.safetensors.index.json"
 
 # Hugging Face's class defaults (LlamaConfig, MistralConfig) for fields a config.json may leave out.
@@ -45,7 +47,10 @@ _DEFAULTS = {
                   tie_word_embeddings=False, num_key_value_heads=None, sliding_window=None, initializer_range=0.02),
     "mistral": dict(max_position_embeddings=131072, rms_norm_eps=1e-6, rope_theta=10000.0, hidden_act="silu",
                     tie_word_embeddings=False, num_key_value_heads=8, sliding_window=4096, initializer_range=0.02),
+    "qwen2": dict(max_position_embeddings=32768, rms_norm_eps=1e-6, rope_theta=10000.0, hidden_act="silu",
+                  tie_word_embeddings=False, num_key_value_heads=None, sliding_window=None, initializer_range=0.02),
 }
+ATTENTION, MLP = ("q_proj", "k_proj", "v_proj", "o_proj"), ("gate_proj", "up_proj", "down_proj")
 _REQUIRED = ("vocab_size", "hidden_size", "intermediate_size", "num_hidden_layers", "num_attention_heads")
 
 _TOP_NAMES = {"embed.weight": "model.embed_tokens.weight", "norm.weight": "model.norm.weight",
@@ -58,7 +63,7 @@ def config_from_llama(hf: dict) -> ModelConfig:
     """Our ModelConfig for a Llama/Mistral config.json dict; a UserError for anything not representable exactly."""
     model_type = hf.get("model_type")
     if model_type not in SUPPORTED:
-        raise UserError(f"model_type {model_type!r} is not supported; only {' and '.join(SUPPORTED)} checkpoints "
+        raise UserError(f"model_type {model_type!r} is not supported; only {', '.join(SUPPORTED)} checkpoints "
                         "can be imported")
     missing = [k for k in _REQUIRED if hf.get(k) is None]
     if missing:
@@ -72,16 +77,12 @@ def config_from_llama(hf: dict) -> ModelConfig:
     if head_dim is not None and head_dim * heads != d_model:
         raise UserError(f"head_dim {head_dim} is not hidden_size / num_attention_heads = {d_model} / {heads}; "
                         "our attention derives the head width from d_model")
-    if get("sliding_window") is not None:
-        raise UserError(f"sliding_window {get('sliding_window')} is not supported (our attention is full causal)")
-    bias = False
-    if model_type == "llama":  # Mistral has no bias options: none of its linears has a bias
-        attention_bias, mlp_bias = bool(get("attention_bias", False)), bool(get("mlp_bias", False))
-        if attention_bias != mlp_bias:
-            raise UserError(f"attention_bias {attention_bias} with mlp_bias {mlp_bias} is not supported "
-                            "(our model has one bias flag for every linear)")
-        bias = attention_bias
-
+    # Qwen2 keeps a sliding_window value that only use_sliding_window switches on.
+    window = get("sliding_window") if model_type != "qwen2" or get("use_sliding_window") else None
+    if window is not None:
+        field = "use_sliding_window" if model_type == "qwen2" else "sliding_window"
+        raise UserError(f"{field} (a sliding window of {window}) is not supported (our attention is full causal)")
+    bias = bool(source_biases(hf))
     return ModelConfig(
         vocab_size=hf["vocab_size"],
         d_model=d_model,
@@ -99,6 +100,15 @@ def config_from_llama(hf: dict) -> ModelConfig:
         tie_embeddings=bool(get("tie_word_embeddings")),
         init_std=float(get("initializer_range")),
     )
+
+
+def source_biases(hf: dict) -> set[str]:
+    """The linears (q_proj, ..., down_proj) that have a bias in a Llama/Mistral/Qwen2 config."""
+    if hf.get("model_type") == "qwen2":  # Qwen2's attention has q/k/v biases and an o_proj without
+        return {"q_proj", "k_proj", "v_proj"}
+    if hf.get("model_type") == "mistral":
+        return set()
+    return ({*ATTENTION} if hf.get("attention_bias") else set()) | ({*MLP} if hf.get("mlp_bias") else set())
 
 
 def _rope_theta(hf: dict, default_theta: float) -> float:
@@ -127,7 +137,7 @@ def hf_name(ours: str) -> str:
 
 
 def is_hf_llama_dir(directory) -> bool:
-    """True for a directory with a llama or mistral config.json and safetensors weights."""
+    """True for a directory with a llama, mistral or qwen2 config.json and safetensors weights."""
     d = Path(directory)
     try:
         hf = json.loads((d / "config.json").read_text())
@@ -192,7 +202,10 @@ def load_llama(directory) -> tuple[ModelConfig, dict[str, torch.Tensor]]:
 
     with torch.device("meta"):  # the names and shapes our model expects, without allocating it
         expected = {k: v.shape for k, v in Transformer(cfg).state_dict().items()}
-    source = {ours: hf_name(ours) for ours in expected}
+    biased = source_biases(hf)
+    # A bias the source has no tensor for (our one flag puts one on every linear) is zero: the same function.
+    zeros = {ours for ours in expected if ours.endswith(".bias") and ours.split(".")[-2] not in biased}
+    source = {ours: hf_name(ours) for ours in expected if ours not in zeros}
     if cfg.tie_embeddings:  # HF ties lm_head to the embedding and ignores a stored lm_head.weight
         source["lm_head.weight"] = "model.embed_tokens.weight"
     wanted = set(source.values())
@@ -223,4 +236,6 @@ def load_llama(directory) -> tuple[ModelConfig, dict[str, torch.Tensor]]:
             raise UserError(f"{directory}: tensor {name} has shape {list(t.shape)} but config.json implies "
                             f"{list(expected[ours])}")
         state[ours] = t
+    for ours in sorted(zeros):
+        state[ours] = torch.zeros(expected[ours], dtype=state["embed.weight"].dtype)
     return cfg, state
