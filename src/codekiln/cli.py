@@ -130,53 +130,23 @@ def _cmd_train(args) -> int:
         print(f"codekiln: training stopped: {exc}", file=sys.stderr)
         return 1
     if int(os.environ.get("RANK", "0")) == 0:
-        _print_train_summary(summary)
+        from codekiln.progress import console
+        from codekiln.train.loop import summary_table
+
+        console.print(summary_table(summary))
     return 0
 
 
-def _print_train_summary(summary: dict) -> None:
-    from rich.table import Table
-
-    from codekiln.progress import console
-
-    table = Table(title="codekiln train", show_header=False, show_edge=False)
-    table.add_row("steps", f"{summary['steps']:,}")
-    table.add_row("tokens", f"{summary['tokens']:,}")
-    if summary.get("loss_curve"):
-        first, last = summary["loss_curve"]
-        table.add_row("train loss (first -> last log)", f"{first:.4f} -> {last:.4f}")
-    if summary.get("val_bpb_curve"):
-        first, last = summary["val_bpb_curve"]
-        table.add_row("val bits/byte (first -> last eval)", f"{first:.4f} -> {last:.4f}")
-    if "val_loss" in summary:
-        table.add_row("final val loss", f"{summary['val_loss']:.4f}")
-        for lang, bpb in sorted(summary["val_bpb_by_lang"].items()):
-            table.add_row(f"  val bits/byte, {lang}", f"{bpb:.4f}")
-    table.add_row("time", f"{summary['elapsed_s']:.0f} s")
-    table.add_row("run directory", summary["run"])
-    for path in summary.get("plots", []):
-        table.add_row("plot", path)
-    console.print(table)
-
-
 def _cmd_eval_bpb(args) -> int:
-    from rich.table import Table
-
     import codekiln
-    from codekiln.eval.bpb import evaluate_bpb
+    from codekiln.eval.bpb import bpb_table, evaluate_bpb
     from codekiln.files import atomic_write_json
     from codekiln.progress import console
 
     model, tok = codekiln.load(args.model)
     result = evaluate_bpb(model, tok, args.shards, seq_len=args.seq_len, max_tokens=args.max_tokens,
                           batch_size=args.batch_size)
-    table = Table(title=f"bits per byte: {args.model}", show_edge=False)
-    for col in ("language", "bytes", "bits/byte"):
-        table.add_column(col, justify="left" if col == "language" else "right")
-    for lang, bpb in sorted(result["val_bpb_by_lang"].items()):
-        table.add_row(lang, f"{result['bytes_by_lang'][lang]:,}", f"{bpb:.4f}")
-    table.add_row("all", f"{result['bytes']:,}", f"{result['val_bpb']:.4f}")
-    console.print(table)
+    console.print(bpb_table(result, args.model))
     console.print(f"{result['tokens']:,} tokens in {result['sequences']} sequences of {result['seq_len']}; "
                   f"loss {result['val_loss']:.4f} nats/token")
     if args.json:

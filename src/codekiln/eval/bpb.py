@@ -39,3 +39,16 @@ def evaluate_bpb(model, tok, shard_dirs: list[str | Path], *, seq_len: int | Non
     out["bits_per_token"] = round(out["val_loss"] / math.log(2), 5)
     out["seq_len"], out["sequences"] = seq_len, len(val)
     return out
+
+
+def bpb_table(result: dict, model: str):
+    """The table `codekiln eval bpb` prints: bytes and bits per byte per language, then overall."""
+    from rich.table import Table
+
+    table = Table(title=f"bits per byte: {model}", show_edge=False)
+    for col in ("language", "bytes", "bits/byte"):
+        table.add_column(col, justify="left" if col == "language" else "right")
+    for lang, bpb in sorted(result["val_bpb_by_lang"].items()):
+        table.add_row(lang, f"{result['bytes_by_lang'][lang]:,}", f"{bpb:.4f}")
+    table.add_row("all", f"{result['bytes']:,}", f"{result['val_bpb']:.4f}")
+    return table

@@ -462,3 +462,27 @@ class _Progress:
     def close(self) -> None:
         if self.bar is not None:
             self.bar.stop()
+
+
+def summary_table(summary: dict):
+    """The table `codekiln train` ends with: steps, tokens, loss and bits/byte curves, time, paths."""
+    from rich.table import Table
+
+    table = Table(title="codekiln train", show_header=False, show_edge=False)
+    table.add_row("steps", f"{summary['steps']:,}")
+    table.add_row("tokens", f"{summary['tokens']:,}")
+    if summary.get("loss_curve"):
+        first, last = summary["loss_curve"]
+        table.add_row("train loss (first -> last log)", f"{first:.4f} -> {last:.4f}")
+    if summary.get("val_bpb_curve"):
+        first, last = summary["val_bpb_curve"]
+        table.add_row("val bits/byte (first -> last eval)", f"{first:.4f} -> {last:.4f}")
+    if "val_loss" in summary:
+        table.add_row("final val loss", f"{summary['val_loss']:.4f}")
+        for lang, bpb in sorted(summary["val_bpb_by_lang"].items()):
+            table.add_row(f"  val bits/byte, {lang}", f"{bpb:.4f}")
+    table.add_row("time", f"{summary['elapsed_s']:.0f} s")
+    table.add_row("run directory", summary["run"])
+    for path in summary.get("plots", []):
+        table.add_row("plot", path)
+    return table
