@@ -226,3 +226,27 @@ def test_codekiln_tokenizers_still_need_every_special_token(tmp_path, tok_dir):
     with pytest.raises(UserError, match="lacks the special token <\\|fim_middle\\|>"):
         load(tmp_path)
     assert load(tok_dir).has_fim and not load(tok_dir).imported
+
+
+def test_llama_cpp_compatible_pretokenizer(tmp_path, tok_dir):
+    from tokenizers import Regex, pre_tokenizers
+
+    from codekiln.tokenizer.train import LLAMA_CPP_PATTERN
+
+    corpus = write_corpus(tmp_path / "corpus", docs=150)
+    train_tokenizer(corpus, tmp_path / "llama", vocab_size=400, progress=False, pretokenizer="llama-cpp-compatible")
+    spec = json.loads((tmp_path / "llama" / "tokenizer.json").read_text())
+    # llama.cpp's "qwen2" split, recorded where `codekiln export gguf` reads it, and in training.json.
+    assert spec["pre_tokenizer"]["pretokenizers"][0]["pattern"]["Regex"] == LLAMA_CPP_PATTERN
+    assert json.loads((tmp_path / "llama" / "training.json").read_text())["pretokenizer"] == "llama-cpp-compatible"
+    assert json.loads((tok_dir / "training.json").read_text())["pretokenizer"] == "codekiln"
+    split = pre_tokenizers.Split(Regex(LLAMA_CPP_PATTERN), behavior="isolated")
+    pieces = [p for p, _ in split.pre_tokenize_str("    x = foo_bar(123):\n        return x\n")]
+    assert pieces[:5] == ["   ", " x", " =", " foo", "_bar"]  # qwen2's split: `_` is not a letter, spaces lead
+    assert [p for p in pieces if p.isdigit()] == ["1", "2", "3"]
+    t = load(tmp_path / "llama")
+    text = "def name_3(items):\r\n\treturn '<|endoftext|>' + 'caf\u00e9 🙂'  # it's\n"
+    ids = t.encode(text)
+    assert t.decode(ids) == text and t.eot_id not in ids
+    with pytest.raises(UserError, match="unknown pretokenizer 'gpt4' \\(codekiln or llama-cpp-compatible\\)"):
+        train_tokenizer(corpus, tmp_path / "bad", vocab_size=400, progress=False, pretokenizer="gpt4")

@@ -10,6 +10,8 @@ sequence still round-trips exactly). Chosen by measured compression on held-out 
   * a number is split into single digits;
   * a run of punctuation may carry one leading space.
 Unigram uses the same byte-level pre-tokenization, so it too covers every byte string.
+`pretokenizer="llama-cpp-compatible"` takes llama.cpp's "qwen2" split instead, which llama.cpp
+reproduces exactly from a GGUF file (`codekiln export gguf`), at a cost in compression.
 
 Training text is a seeded sample spread over the whole corpus: each document is taken when a hash of
 (seed, id) falls below its language's rate, the rates computed from the corpus's bytes per language
@@ -38,6 +40,12 @@ PRETOKENIZE_PATTERN = (
     r"|\r?\n[^\S\r\n]*"                                # a newline and the next line's indentation
     r"|\r|\s"                                         # any other single whitespace character
 )
+# llama.cpp splits text only with the pre-tokenizers on its fixed list (`tokenizer.ggml.pre`). This one is
+# its "qwen2" split, character for character: a tokenizer trained with it gives the same ids through
+# llama.cpp's own tokenizer as through codekiln's, at a measured cost in compression (docs/tokenizer.md).
+LLAMA_CPP_PATTERN = (r"(?i:'s|'t|'re|'ve|'m|'ll|'d)|[^\r\n\p{L}\p{N}]?\p{L}+|\p{N}"
+                     r"| ?[^\s\p{L}\p{N}]+[\r\n]*|\s*[\r\n]+|\s+(?!\S)|\s+")
+PRETOKENIZERS = {"codekiln": PRETOKENIZE_PATTERN, "llama-cpp-compatible": LLAMA_CPP_PATTERN}
 
 
 def corpus_parts(corpus: str | Path) -> list[Path]:
@@ -145,9 +153,13 @@ def sample_texts(corpus: str | Path, sample_bytes: int, weights: dict[str, float
         yield texts
 
 
-def build_tokenizer(algorithm: str):
-    """An untrained tokenizer with codekiln's pre-tokenizer and decoder, and its trainer class."""
+def build_tokenizer(algorithm: str, pretokenizer: str = "codekiln"):
+    """An untrained tokenizer with the named pre-tokenizer (PRETOKENIZERS) and byte-level decoder, and its
+    trainer class."""
     from tokenizers import Regex, Tokenizer, decoders, models, pre_tokenizers, trainers
+
+    if pretokenizer not in PRETOKENIZERS:
+        raise UserError(f"unknown pretokenizer '{pretokenizer}' ({' or '.join(PRETOKENIZERS)})")
 
     if algorithm == "bpe":
         tok = Tokenizer(models.BPE())
@@ -158,7 +170,7 @@ def build_tokenizer(algorithm: str):
     else:
         raise UserError(f"unknown tokenizer algorithm '{algorithm}' (bpe or unigram)")
     tok.pre_tokenizer = pre_tokenizers.Sequence([
-        pre_tokenizers.Split(Regex(PRETOKENIZE_PATTERN), behavior="isolated"),
+        pre_tokenizers.Split(Regex(PRETOKENIZERS[pretokenizer]), behavior="isolated"),
         pre_tokenizers.ByteLevel(add_prefix_space=False, use_regex=False),
     ])
     tok.decoder = decoders.ByteLevel()
@@ -167,7 +179,8 @@ def build_tokenizer(algorithm: str):
 
 def train_tokenizer(corpus: str | Path, out: str | Path, vocab_size: int = 32768, algorithm: str = "bpe",
                     sample_bytes: int = 200_000_000, weights: dict[str, float] | None = None, seed: int = 0,
-                    min_frequency: int = 2, holdout_fraction: float = 0.02, progress: bool = True) -> dict:
+                    min_frequency: int = 2, holdout_fraction: float = 0.02, progress: bool = True,
+                    pretokenizer: str = "codekiln") -> dict:
     """Train, save the Hugging Face files into out, and return a summary."""
     from tokenizers import pre_tokenizers
 
@@ -175,6 +188,7 @@ def train_tokenizer(corpus: str | Path, out: str | Path, vocab_size: int = 32768
     minimum = len(alphabet) + len(SPECIAL_TOKENS)
     if vocab_size < minimum:
         raise UserError(f"--vocab-size {vocab_size} is smaller than the byte alphabet plus special tokens ({minimum})")
+    build_tokenizer(algorithm, pretokenizer)  # an unknown algorithm or pre-tokenizer fails before any reading
     parts = corpus_parts(corpus)
     out = Path(out)
     try:  # a bad --out must fail now, not after the training
@@ -183,7 +197,7 @@ def train_tokenizer(corpus: str | Path, out: str | Path, vocab_size: int = 32768
         (out / ".probe").unlink()
     except OSError as exc:
         raise UserError(f"cannot write to --out {out}: {exc.strerror or exc}") from None
-    tok, trainer_cls = build_tokenizer(algorithm)
+    tok, trainer_cls = build_tokenizer(algorithm, pretokenizer)
     kwargs = dict(vocab_size=vocab_size, special_tokens=list(SPECIAL_TOKENS), show_progress=progress)
     if algorithm == "bpe":
         trainer = trainer_cls(min_frequency=min_frequency, initial_alphabet=alphabet, **kwargs)
@@ -201,8 +215,8 @@ def train_tokenizer(corpus: str | Path, out: str | Path, vocab_size: int = 32768
     if seen["docs"] == 0:
         raise UserError(f"{corpus} has no documents to train on (empty corpus or all weights 0)")
     save_tokenizer(tok, out)
-    summary = {"algorithm": algorithm, "vocab_size": tok.get_vocab_size(), "docs": seen["docs"],
-               "chars": seen["bytes"], "parts": len(parts), "seed": seed, "holdout_fraction": holdout_fraction,
+    summary = {"algorithm": algorithm, "pretokenizer": pretokenizer, "vocab_size": tok.get_vocab_size(),
+               "docs": seen["docs"], "chars": seen["bytes"], "parts": len(parts), "seed": seed, "holdout_fraction": holdout_fraction,
                "sample_bytes": sample_bytes, "language_weights": weights or {}, "min_frequency": min_frequency}
     # How it was trained, so `tokenizer stats` measures on the repositories training never saw.
     (out / "training.json").write_text(json.dumps(summary, indent=2) + "\n")
