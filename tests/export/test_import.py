@@ -1,0 +1,283 @@
+"""`codekiln import hf|gguf`: tiny models written here with transformers and gguf.GGUFWriter come in with the
+same logits and the same token ids; the real SmolLM2 GGUF (slow) matches llama.cpp on the same file."""
+
+import json
+from pathlib import Path
+
+import gguf
+import numpy as np
+import pytest
+import torch
+import transformers
+from gguf import GGMLQuantizationType as Q
+from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
+
+import codekiln
+from codekiln.checkpoint import resolve
+from codekiln.errors import UserError
+from codekiln.export.importer import import_model, special_mapping, summary_table
+from codekiln.infer.fim import fim_prompt
+from codekiln.tokenizer import tokenizer_hash
+
+torch.set_flush_denormal(True)
+
+SAMPLES = ["def add(a, b):\n    return a + b  # 12345\n", "The café's naïve résumé, 3.14 🙂\r\n\ttabs",
+           "x = [i ** 2 for i in range(10)]\n\n\n   trailing  "]
+LITERAL = "<|im_end|> is text here, <fim_prefix> too"  # codekiln's encode: special-token strings are text
+SMOLLM_SPECIALS = ["<|endoftext|>", "<|im_start|>", "<|im_end|>", "<repo_name>", "<file_sep>"]
+FIM_SPECIALS = ["<fim_prefix>", "<fim_middle>", "<fim_suffix>", "<fim_pad>"]
+
+
+def _tokenizer(specials) -> Tokenizer:
+    """A small SmolLM2-style byte-level BPE (single digits, GPT-2 split) with these special tokens first."""
+    t = Tokenizer(models.BPE())
+    t.pre_tokenizer = pre_tokenizers.Sequence([pre_tokenizers.Digits(individual_digits=True),
+                                               pre_tokenizers.ByteLevel(add_prefix_space=False)])
+    t.decoder = decoders.ByteLevel()
+    corpus = ["def f(x):\n    return x + 1\n", "The quick brown fox, 2024.", "for i in range(10):\n\tprint(i)\n"]
+    t.train_from_iterator(corpus * 30, trainers.BpeTrainer(vocab_size=320, special_tokens=specials,
+                                                            initial_alphabet=pre_tokenizers.ByteLevel.alphabet(),
+                                                            show_progress=False))
+    return t
+
+
+def _hf_model(vocab_size, **overrides):
+    """A random tiny Llama (GQA, tied) in float32, eval mode."""
+    torch.manual_seed(0)
+    cfg = transformers.LlamaConfig(**{**dict(vocab_size=vocab_size, hidden_size=64, intermediate_size=128,
+                                             num_hidden_layers=2, num_attention_heads=4, num_key_value_heads=2,
+                                             max_position_embeddings=128, tie_word_embeddings=True,
+                                             rms_norm_eps=1e-5, rope_parameters={"rope_type": "default",
+                                                                                 "rope_theta": 50000.0}),
+                                      **overrides})
+    cfg._attn_implementation = "eager"
+    model = transformers.LlamaForCausalLM(cfg).float().eval()
+    with torch.no_grad():  # every norm away from 1, so a swapped norm changes the logits
+        for name, p in model.named_parameters():
+            p.copy_(1.0 + 0.2 * torch.randn_like(p) if p.dim() == 1 else 0.1 * torch.randn_like(p))
+    return model
+
+
+def _hf_dir(path: Path, specials=SMOLLM_SPECIALS + FIM_SPECIALS, eos="<|im_end|>"):
+    """A save_pretrained directory: the tiny Llama and its tokenizer (tokenizer.json, tokenizer_config.json)."""
+    tok = _tokenizer(specials)
+    model = _hf_model(tok.get_vocab_size())
+    model.save_pretrained(path, safe_serialization=True)
+    tok.save(str(path / "tokenizer.json"))
+    (path / "tokenizer_config.json").write_text(json.dumps({"tokenizer_class": "PreTrainedTokenizerFast",
+                                                            "eos_token": eos, "bos_token": "<|im_start|>"}))
+    return model, tok
+
+
+def _permute(w: np.ndarray, n_head: int) -> np.ndarray:
+    """convert_hf_to_gguf's LlamaModel.permute: what llama.cpp's `llama` architecture stores for q and k."""
+    return w.reshape(n_head, 2, w.shape[0] // n_head // 2, *w.shape[1:]).swapaxes(1, 2).reshape(w.shape)
+
+
+_GGUF_NAMES = {"input_layernorm": "attn_norm", "self_attn.q_proj": "attn_q", "self_attn.k_proj": "attn_k",
+               "self_attn.v_proj": "attn_v", "self_attn.o_proj": "attn_output", "post_attention_layernorm": "ffn_norm",
+               "mlp.gate_proj": "ffn_gate", "mlp.up_proj": "ffn_up", "mlp.down_proj": "ffn_down"}
+
+
+def _roundtrip(w: np.ndarray, qtype) -> np.ndarray:
+    """What a weight becomes once stored as qtype and read back (the model the GGUF file holds)."""
+    if qtype == Q.F32:
+        return w
+    if qtype == Q.F16:
+        return w.astype(np.float16).astype(np.float32)
+    return gguf.quants.dequantize(gguf.quants.quantize(w, qtype), qtype)
+
+
+def _write_gguf(path: Path, hf, tok: Tokenizer, qtype=Q.F32, pre="smollm", eos="<|im_end|>", arch="llama",
+                token_model="gpt2"):
+    """The tiny Llama as llama.cpp stores it (q/k permuted, matrices as qtype, norms f32), with its BPE vocabulary."""
+    c = hf.config
+    w = gguf.GGUFWriter(str(path), arch)
+    w.add_context_length(c.max_position_embeddings)
+    w.add_embedding_length(c.hidden_size)
+    w.add_block_count(c.num_hidden_layers)
+    w.add_feed_forward_length(c.intermediate_size)
+    w.add_head_count(c.num_attention_heads)
+    w.add_head_count_kv(c.num_key_value_heads)
+    w.add_rope_freq_base(c.rope_parameters["rope_theta"])
+    w.add_layer_norm_rms_eps(c.rms_norm_eps)
+    w.add_rope_dimension_count(c.hidden_size // c.num_attention_heads)
+    w.add_vocab_size(c.vocab_size)
+    spec = json.loads(tok.to_str())
+    vocab = sorted(spec["model"]["vocab"].items(), key=lambda kv: kv[1])
+    specials = {t["content"] for t in spec["added_tokens"]}
+    w.add_tokenizer_model(token_model)
+    w.add_tokenizer_pre(pre)
+    w.add_token_list([t for t, _ in vocab])
+    w.add_token_types([3 if t in specials else 1 for t, _ in vocab])
+    w.add_token_merges([" ".join(m) if isinstance(m, list) else m for m in spec["model"]["merges"]])
+    w.add_eos_token_id(tok.token_to_id(eos))
+    w.add_bos_token_id(tok.token_to_id("<|im_start|>"))
+    w.add_add_bos_token(False)
+    for name, t in hf.state_dict().items():
+        a = t.detach().numpy().astype(np.float32)
+        if name == "lm_head.weight" and c.tie_word_embeddings:
+            continue
+        if name.startswith("model.layers."):
+            layer, rest = name[len("model.layers."):].split(".", 1)
+            module, kind = rest.rsplit(".", 1)
+            out = f"blk.{layer}.{_GGUF_NAMES[module]}.{kind}"
+        else:
+            out = {"model.embed_tokens.weight": "token_embd.weight", "model.norm.weight": "output_norm.weight",
+                   "lm_head.weight": "output.weight"}[name]
+        if arch == "llama" and module_is(out, "attn_q"):
+            a = _permute(a, c.num_attention_heads)
+        elif arch == "llama" and module_is(out, "attn_k"):
+            a = _permute(a, c.num_key_value_heads)
+        if a.ndim == 1 or qtype == Q.F32:
+            w.add_tensor(out, a)
+        elif qtype == Q.F16:
+            w.add_tensor(out, a.astype(np.float16))
+        else:
+            w.add_tensor(out, gguf.quants.quantize(a, qtype), raw_dtype=qtype)
+    w.write_header_to_file()
+    w.write_kv_data_to_file()
+    w.write_tensors_to_file()
+    w.close()
+    return path
+
+
+def module_is(gguf_name: str, module: str) -> bool:
+    """True when a GGUF tensor name belongs to that module (blk.N.<module>.weight)."""
+    return gguf_name.split(".")[2:3] == [module]
+
+
+def _ids(vocab_size, n=2, t=19):
+    return torch.randint(0, vocab_size, (n, t), generator=torch.Generator().manual_seed(3))
+
+
+def _assert_same_logits(run: Path, hf, atol=1e-4):
+    model, _ = codekiln.load(run)
+    ids = _ids(hf.config.vocab_size)
+    with torch.no_grad():
+        want, got = hf(ids).logits, model(ids)
+    assert want.abs().max() > 0.1  # the comparison is not of two near-zero tensors
+    torch.testing.assert_close(got, want, atol=atol, rtol=atol)
+
+
+def test_import_hf_directory(tmp_path):
+    hf, tok = _hf_dir(tmp_path / "src")
+    summary = import_model("hf", tmp_path / "src", tmp_path / "run", progress=False)
+    run = tmp_path / "run"
+    assert resolve(run) == run / "checkpoints" / "step-0"  # a run-like directory every consumer reads
+    assert {p.name for p in (run / "tokenizer").iterdir()} == {"tokenizer.json", "tokenizer_config.json",
+                                                               "special_tokens_map.json"}
+    _assert_same_logits(run, hf)
+    _, ours = codekiln.load(run)
+    for text in SAMPLES:
+        assert ours.encode(text) == tok.encode(text, add_special_tokens=False).ids
+        assert ours.decode(ours.encode(text)) == text
+    assert not set(ours.encode(LITERAL)) & set(ours.special_ids.values())
+    assert ours.decode(ours.encode(LITERAL)) == LITERAL
+    # The model's own tokens under codekiln's names: its end token, StarCoder's FIM spellings.
+    assert ours.special_ids["<|endoftext|>"] == tok.token_to_id("<|im_end|>") == ours.eot_id
+    assert ours.has_fim and ours.special_ids["<|fim_middle|>"] == tok.token_to_id("<fim_middle>")
+    assert fim_prompt(ours, "a(", ")")[0] == tok.token_to_id("<fim_prefix>")
+    assert summary["eot_token"] == "<|im_end|>" and summary["fim"] and summary["kv_heads"] == 2
+    record = json.loads((run / "import.json").read_text())
+    assert record["kind"] == "hf" and record["tokenizer_hash"] == tokenizer_hash(run / "tokenizer")
+    hf_tok = transformers.AutoTokenizer.from_pretrained(str(run / "tokenizer"))
+    assert hf_tok(SAMPLES[0], add_special_tokens=False)["input_ids"] == ours.encode(SAMPLES[0])
+    assert hf_tok.eos_token == "<|im_end|>"
+    assert "codekiln import hf" in str(summary_table(summary).title)
+
+
+def test_import_without_fim_tokens_refuses_fim(tmp_path):
+    _hf_dir(tmp_path / "src", specials=SMOLLM_SPECIALS)
+    summary = import_model("hf", tmp_path / "src", tmp_path / "run", progress=False)
+    _, ours = codekiln.load(tmp_path / "run")
+    assert not summary["fim"] and not ours.has_fim
+    assert summary["special_tokens"] == {"<|endoftext|>": "<|im_end|>", "<|file_sep|>": "<file_sep>",
+                                         "<|repo_name|>": "<repo_name>"}
+    assert any("no FIM tokens" in note for note in summary["notes"])
+    with pytest.raises(UserError, match=f"tokenizer \\({tmp_path / 'run'}\\) has no <\\|fim_prefix\\|> token"):
+        fim_prompt(ours, "def f(", "):\n")
+
+
+def test_half_a_fim_vocabulary_is_no_fim():
+    facts = {"eos_token": "</s>", "special": ["</s>", "<fim_prefix>", "<fim_suffix>"], "fim": {}}
+    assert special_mapping(facts) == {"<|endoftext|>": "</s>"}
+
+
+@pytest.mark.parametrize("qtype", [Q.F32, Q.F16, Q.Q8_0, Q.Q4_0, Q.Q4_1], ids=lambda q: q.name)
+def test_import_gguf_undoes_the_rope_permutation_and_dequantizes(tmp_path, qtype):
+    tok = _tokenizer(SMOLLM_SPECIALS)
+    hf = _hf_model(tok.get_vocab_size())
+    path = _write_gguf(tmp_path / "m.gguf", hf, tok, qtype)
+    summary = import_model("gguf", path, tmp_path / "run", progress=False)
+    assert summary["source_formats"] == sorted({"f32", qtype.name.lower()})
+    # The model the file holds: each matrix as qtype and back. Quantization works within rows, so it
+    # commutes with llama.cpp's row permutation of q and k.
+    with torch.no_grad():
+        for name, p in hf.named_parameters():
+            if p.dim() == 2:
+                p.copy_(torch.from_numpy(_roundtrip(p.numpy(), qtype)))
+    _assert_same_logits(tmp_path / "run", hf)
+    _, ours = codekiln.load(tmp_path / "run")
+    for text in SAMPLES:  # the GGUF's vocabulary and merges with llama.cpp's smollm pre-tokenizer
+        assert ours.encode(text) == tok.encode(text, add_special_tokens=False).ids
+    assert ours.eot_token == "<|im_end|>" and not ours.has_fim
+
+
+def test_import_gguf_matches_llama_cpp_on_the_same_file(tmp_path):
+    llama_cpp = pytest.importorskip("llama_cpp")  # the test extra: llama.cpp built from its source package
+    tok = _tokenizer(SMOLLM_SPECIALS)
+    hf = _hf_model(tok.get_vocab_size())
+    path = _write_gguf(tmp_path / "m.gguf", hf, tok)
+    import_model("gguf", path, tmp_path / "run", progress=False)
+    model, ours = codekiln.load(tmp_path / "run")
+    llm = llama_cpp.Llama(model_path=str(path), n_ctx=128, logits_all=True, verbose=False, n_threads=1)
+    for text in SAMPLES:
+        ids = ours.encode(text)
+        assert llm.tokenize(text.encode(), add_bos=False, special=False) == ids
+        llm.reset()
+        llm.eval(ids)
+        want = torch.tensor(np.array(llm.scores[:len(ids)]), dtype=torch.float32)
+        with torch.no_grad():
+            got = model(torch.tensor([ids]))[0]
+        # f32 weights on both sides; llama.cpp's own kernels differ from ours in summation order only.
+        torch.testing.assert_close(got, want, atol=2e-3, rtol=2e-3)
+
+
+def test_rerun_replaces_an_import_and_refuses_other_directories(tmp_path):
+    _hf_dir(tmp_path / "src", specials=SMOLLM_SPECIALS)
+    import_model("hf", tmp_path / "src", tmp_path / "run", progress=False)
+    first = (tmp_path / "run" / "checkpoints" / "step-0" / "model.safetensors").read_bytes()
+    (tmp_path / "run" / "stray.txt").write_text("from an earlier import")
+    import_model("hf", tmp_path / "src", tmp_path / "run", progress=False)
+    assert not (tmp_path / "run" / "stray.txt").exists()  # replaced whole
+    assert (tmp_path / "run" / "checkpoints" / "step-0" / "model.safetensors").read_bytes() == first  # deterministic
+    assert [p.name for p in tmp_path.iterdir() if p.name.startswith(".")] == []  # no temporaries left
+    other = tmp_path / "other"
+    other.mkdir()
+    (other / "notes.txt").write_text("mine")
+    with pytest.raises(UserError, match="non-empty directory that is not a codekiln import"):
+        import_model("hf", tmp_path / "src", other, progress=False)
+    assert (other / "notes.txt").read_text() == "mine"
+
+
+def test_refusals(tmp_path):
+    tok = _tokenizer(SMOLLM_SPECIALS)
+    hf = _hf_model(tok.get_vocab_size())
+    with pytest.raises(UserError, match="kind must be hf or gguf"):
+        import_model("onnx", tmp_path / "x", tmp_path / "run")
+    with pytest.raises(UserError, match="GGUF file not found"):
+        import_model("gguf", tmp_path / "absent.gguf", tmp_path / "run")
+    (tmp_path / "junk.gguf").write_bytes(b"not a gguf file at all")
+    with pytest.raises(UserError, match="not a readable GGUF file"):
+        import_model("gguf", tmp_path / "junk.gguf", tmp_path / "run")
+    with pytest.raises(UserError, match="general.architecture 'gemma' is not supported"):
+        import_model("gguf", _write_gguf(tmp_path / "g.gguf", hf, tok, arch="gemma"), tmp_path / "run")
+    with pytest.raises(UserError, match="tokenizer.ggml.model 'llama' is not supported"):
+        import_model("gguf", _write_gguf(tmp_path / "spm.gguf", hf, tok, token_model="llama"), tmp_path / "run")
+    with pytest.raises(UserError, match="tokenizer.ggml.pre 'made-up' is not supported"):
+        import_model("gguf", _write_gguf(tmp_path / "pre.gguf", hf, tok, pre="made-up"), tmp_path / "run")
+    hf.save_pretrained(tmp_path / "notok", safe_serialization=True)
+    with pytest.raises(UserError, match="has no tokenizer.json"):
+        import_model("hf", tmp_path / "notok", tmp_path / "run")
+    assert not (tmp_path / "run").exists()  # nothing written by a refused import
