@@ -31,13 +31,13 @@ needs_llama_cpp = pytest.mark.skipif(llama_cpp is None, reason="llama-cpp-python
 
 # Teacher-forced next-token predictions, codekiln vs llama.cpp on the f32 file, over every reference position.
 # llama.cpp's f32 graph sums in other orders than PyTorch (and llama's RoPE through a permuted layout):
-# for the llama and RoPE families the logits agree to float32 rounding. llama.cpp's GELU (mpt, gptneox) is
-# tanh-approximated through a float16 table where ours is exact erf, a larger difference, measured here.
-LOGIT_TOL = {"llama": 1e-3, "mpt": 2e-2, "gptneox": 2e-2}
+# the llama family agrees to float32 rounding (measured: max 3e-6). llama.cpp's GELU (mpt, gptneox) is the
+# tanh form looked up in a float16 table where ours is exact erf: measured max 1.5e-3 to 2.7e-3 on these models.
+LOGIT_TOL = {"llama": 1e-4, "refact": 1e-4, "mpt": 1e-2, "gptneox": 1e-2}
 # Top-1 agreement: every position where codekiln's top-2 gap exceeds twice the family's tolerance, and at
 # least this share of all positions (near-ties may go either way, and are printed).
 AGREEMENT = 0.97
-QUANT_AGREEMENT = {"f16": 0.95, "q8_0": 0.9}  # top-1 agreement with the f32 model's own predictions
+QUANT_AGREEMENT = {"f16": 0.95, "q8_0": 0.9}  # top-1 agreement with codekiln's float32 predictions (measured 0.94-1.0)
 
 SNIPPETS = ["def {n}(items, limit={k}):\n    total = 0\n    for item in items:\n        if item > limit:\n"
             "            total += item\n    return total\n",
@@ -56,6 +56,7 @@ FAMILIES = {
                                   kv_heads=3, tie_embeddings=False),  # ALiBi slopes for a non-power-of-two count
     "mpt-tiny-preset": dict(PRESETS["tiny"], init_std=0.05),  # the demo's model: GQA ALiBi, 8 heads / 4 kv heads
     "neox-gqa": dict(positions="rope", norm="layernorm", mlp="gelu", kv_heads=1, rope_theta=1000.0),
+    "refact-gqa-untied": dict(positions="alibi", norm="rmsnorm", mlp="swiglu", kv_heads=2, tie_embeddings=False),
 }
 
 
@@ -145,14 +146,16 @@ def llama_logits(llm, ids) -> np.ndarray:
     return np.array(llm.scores[:len(ids)], dtype=np.float32)
 
 
-def compare(model, llm, seqs):
-    """Largest |logit difference|, top-1 agreement rate, and the disagreeing positions with codekiln's top-2 gap."""
-    worst, agree, total, misses = 0.0, 0, 0, []
+def compare(model, llm, seqs, mean=False):
+    """Largest |logit difference| (or the mean, with mean=True), top-1 agreement rate, and the disagreeing
+    positions with codekiln's top-2 gap."""
+    worst, agree, total, misses, diffs = 0.0, 0, 0, [], []
     for n, ids in enumerate(seqs):
         with torch.no_grad():
             ours = model(torch.tensor([ids]))[0].numpy()
         theirs = llama_logits(llm, ids)
         worst = max(worst, float(np.abs(ours - theirs).max()))
+        diffs.append(np.abs(ours - theirs).ravel())
         top2 = np.sort(ours, axis=-1)[:, -2:]
         for t in range(len(ids)):
             total += 1
@@ -160,7 +163,7 @@ def compare(model, llm, seqs):
                 agree += 1
             else:
                 misses.append((n, t, float(top2[t, 1] - top2[t, 0])))
-    return worst, agree / total, misses
+    return float(np.concatenate(diffs).mean()) if mean else worst, agree / total, misses
 
 
 @needs_llama_cpp
@@ -184,23 +187,38 @@ def test_the_rope_permutation_is_what_makes_llama_agree(tmp_path, tok_dir, monke
     monkeypatch.setattr(export_module, "_permute_rope", lambda w, heads: w)
     export_gguf(run, tmp_path / "model.gguf", type="f32")
     worst, _, _ = compare(model, llama(tmp_path / "model.gguf"), reference_ids(load_tokenizer(tok_dir)))
-    assert worst > 100 * LOGIT_TOL["llama"]
+    assert worst > 1000 * LOGIT_TOL["llama"]
+
+
+GELU = torch.nn.functional.gelu  # the real one, before any test patches it
+
+
+def ggml_gelu(x: torch.Tensor) -> torch.Tensor:
+    """llama.cpp's CPU GELU on float32: tanh form, looked up in a float16 table (input and output rounded)."""
+    table = GELU(x.half().float(), approximate="tanh").half().float()
+    return torch.where(x <= -10, torch.zeros_like(x), torch.where(x >= 10, x, table))
 
 
 @needs_llama_cpp
-@pytest.mark.parametrize("family", ["mpt-tiny-preset", "neox-gqa"])
-def test_the_gelu_form_is_the_difference_in_mpt_and_gptneox(tmp_path, tok_dir, family, monkeypatch):
-    """codekiln with llama.cpp's tanh GELU agrees to float32 rounding: the erf/tanh form is the whole gap."""
+@pytest.mark.parametrize("family", ["mpt-tiny-preset", "mpt-mha-clip", "neox-gqa"])
+def test_the_gelu_form_is_the_whole_difference_in_mpt_and_gptneox(tmp_path, tok_dir, family, monkeypatch):
+    """codekiln computing llama.cpp's GELU (tanh, float16 table) comes close to llama.cpp: the GELU is the gap.
+
+    Not to float32 rounding everywhere: a float32 difference of one ulp in a GELU input can move its float16
+    rounding, and that step (about 5e-4 relative) shows in a few logits, so the mean difference is compared.
+    """
     run, model = make_run(tmp_path, tok_dir, **FAMILIES[family])
     export_gguf(run, tmp_path / "model.gguf", type="f32")
     llm = llama(tmp_path / "model.gguf")
     seqs = reference_ids(load_tokenizer(tok_dir))
-    exact, _, _ = compare(model, llm, seqs)
-    gelu = torch.nn.functional.gelu
-    monkeypatch.setattr(torch.nn.functional, "gelu", lambda x: gelu(x, approximate="tanh"))
-    tanh, _, _ = compare(model, llm, seqs)
-    print(f"{family}: max |logit diff| with exact GELU {exact:.2e}, with tanh GELU {tanh:.2e}")
-    assert tanh < exact / 3
+    exact, _, _ = compare(model, llm, seqs, mean=True)
+    monkeypatch.setattr(torch.nn.functional, "gelu", lambda x: GELU(x, approximate="tanh"))
+    tanh, _, _ = compare(model, llm, seqs, mean=True)
+    monkeypatch.setattr(torch.nn.functional, "gelu", ggml_gelu)
+    table, _, _ = compare(model, llm, seqs, mean=True)
+    print(f"{family}: mean |logit diff| with codekiln's exact GELU {exact:.2e}, tanh GELU {tanh:.2e}, "
+          f"llama.cpp's float16-table tanh GELU {table:.2e}")
+    assert table < exact / 3
 
 
 @needs_llama_cpp
@@ -279,9 +297,12 @@ def test_reruns_are_byte_identical_and_a_failed_export_leaves_the_earlier_file(t
 
 
 @pytest.mark.parametrize("options, named", [
-    (dict(positions="rope", norm="rmsnorm", mlp="swiglu", clip_qkv=0.5), "clip_qkv 0.5 with RoPE"),
-    (dict(positions="rope", norm="layernorm", mlp="gelu", clip_qkv=0.5), "clip_qkv 0.5 with RoPE"),
+    (dict(positions="rope", norm="rmsnorm", mlp="swiglu", clip_qkv=0.5), "clip_qkv 0.5 with llama's shape"),
+    (dict(positions="rope", norm="layernorm", mlp="gelu", clip_qkv=0.5), "clip_qkv 0.5 with gptneox's shape"),
     (dict(positions="alibi", norm="rmsnorm", mlp="gelu"), "positions alibi with norm rmsnorm and mlp gelu"),
+    (dict(positions="alibi", norm="rmsnorm", mlp="swiglu", clip_qkv=0.5), "clip_qkv 0.5 with refact's shape"),
+    (dict(positions="alibi", norm="rmsnorm", mlp="swiglu", alibi_bias_max=4.0), "alibi_bias_max 4.0 with rmsnorm"),
+    (dict(positions="alibi", norm="rmsnorm", mlp="swiglu", bias=True), "bias true with ALiBi + rmsnorm + swiglu"),
     (dict(positions="rope", norm="rmsnorm", mlp="gelu"), "positions rope with norm rmsnorm and mlp gelu"),
 ])
 def test_what_llama_cpp_cannot_run_is_refused_in_one_line(tmp_path, tok_dir, options, named):
@@ -384,15 +405,17 @@ def test_text_through_llama_cpp_and_the_compression_cost(tmp_path):
         export_gguf(run, tmp_path / f"{variant}.gguf")
         llm = llama_cpp.Llama(model_path=str(tmp_path / f"{variant}.gguf"), n_ctx=64, verbose=False, n_threads=1,
                               vocab_only=True)
-        differ = tokens = 0
+        files = tokens = 0
         nbytes = sum(len(t.encode()) for t in test)
+        lines = [line for text in test for line in text.splitlines(keepends=True) if line.strip()]
         for text in test:
             ours = tok.encode(text)
             tokens += len(ours)
-            differ += llm.tokenize(text.encode(), add_bos=False, special=False) != ours
-        results[variant] = (differ / len(test), nbytes / tokens)
-        print(f"{variant}: {differ}/{len(test)} held-out files tokenized differently by llama.cpp; "
-              f"{nbytes / tokens:.3f} bytes/token")
-    assert results["llama-cpp-compatible"][0] == 0
-    cost = 1 - results["llama-cpp-compatible"][1] / results["codekiln"][1]
-    print(f"compression cost of llama-cpp-compatible: {cost:.1%} more tokens per byte than codekiln's default")
+            files += llm.tokenize(text.encode(), add_bos=False, special=False) != ours
+        differ = sum(llm.tokenize(line.encode(), add_bos=False, special=False) != tok.encode(line) for line in lines)
+        results[variant] = (files, differ, nbytes / tokens)
+        print(f"{variant}: llama.cpp tokenizes {files}/{len(test)} held-out files and {differ}/{len(lines)} "
+              f"({differ / len(lines):.1%}) of their non-blank lines differently; {nbytes / tokens:.3f} bytes/token")
+    assert results["llama-cpp-compatible"][:2] == (0, 0)
+    ratio = results["codekiln"][2] / results["llama-cpp-compatible"][2]
+    print(f"llama-cpp-compatible needs {ratio - 1:.1%} more tokens than codekiln's default for the same code")

@@ -6,8 +6,9 @@ The llama.cpp architecture is the one whose graph computes our function:
     rope       rmsnorm    swiglu   llama            q/k rows permuted to llama.cpp's interleaved RoPE
     alibi      layernorm  gelu     mpt              fused [q; k; v], clip_qkv as clamp_kqv
     rope       layernorm  gelu     gptneox          fused [q; k; v], zero biases where we have none
+    alibi      rmsnorm    swiglu   refact           ALiBi bias max fixed at 8, no biases
 
-All three keep grouped-query attention natively (head_count_kv), so nothing is repeated. llama.cpp's
+All four keep grouped-query attention natively (head_count_kv), so nothing is repeated. llama.cpp's
 GELU (mpt, gptneox) is the tanh approximation read from a float16 table, ours the exact erf form: the
 difference is measured in tests/export/test_export_gguf.py and stated in docs/export.md; llama.cpp has
 no graph of these families with the erf form to offer instead.
@@ -64,12 +65,20 @@ def arch(cfg) -> str:
         return "mpt"  # llama.cpp's MPT reads clamp_kqv, max_alibi_bias, ffn length, biases and GQA from the file
     elif family == ("rope", "layernorm", "gelu"):
         name = "gptneox"
+    elif family == ("alibi", "rmsnorm", "swiglu"):
+        name = "refact"
+        if cfg.bias:
+            raise UserError("bias true with ALiBi + rmsnorm + swiglu cannot run in llama.cpp "
+                            "(its refact architecture ignores output and MLP biases)")
+        if cfg.alibi_bias_max != 8.0:
+            raise UserError(f"alibi_bias_max {cfg.alibi_bias_max} with rmsnorm + swiglu cannot run in llama.cpp "
+                            "(its refact architecture fixes the ALiBi bias max at 8)")
     else:
         raise UserError(f"positions {cfg.positions} with norm {cfg.norm} and mlp {cfg.mlp} has no llama.cpp "
                         "architecture codekiln exports to (RoPE with rmsnorm + swiglu is llama, with layernorm "
-                        "+ gelu gptneox; ALiBi with layernorm + gelu is mpt)")
+                        "+ gelu gptneox; ALiBi with layernorm + gelu is mpt, with rmsnorm + swiglu refact)")
     if cfg.clip_qkv is not None:
-        raise UserError(f"clip_qkv {cfg.clip_qkv} with RoPE cannot run in llama.cpp "
+        raise UserError(f"clip_qkv {cfg.clip_qkv} with {name}'s shape cannot run in llama.cpp "
                         f"(its {name} architecture does not read clamp_kqv)")
     return name
 
@@ -127,6 +136,8 @@ def gguf_tensors(state: dict[str, torch.Tensor], cfg) -> dict[str, torch.Tensor]
                 out[theirs(t.ATTN_Q, kind)] = _permute_rope(q, cfg.n_heads)
                 out[theirs(t.ATTN_K, kind)] = _permute_rope(k, cfg.kv_heads)
                 out[theirs(t.ATTN_V, kind)] = v
+            elif a == "refact":  # separate q, k, v; ALiBi has no rotation to permute for
+                out[theirs(t.ATTN_Q, kind)], out[theirs(t.ATTN_K, kind)], out[theirs(t.ATTN_V, kind)] = q, k, v
             else:  # mpt and gptneox read one fused [q; k; v] with n_head_kv key/value heads
                 out[theirs(t.ATTN_QKV, kind)] = torch.cat([q, k, v])
     return out
@@ -143,7 +154,7 @@ def _metadata(w, gguf, cfg, a: str, file_type: int) -> None:
     w.add_vocab_size(cfg.vocab_size)
     w.add_file_type(file_type)
     w.add_quantization_version(gguf.GGML_QUANT_VERSION)
-    if a == "llama":
+    if a in ("llama", "refact"):
         w.add_layer_norm_rms_eps(cfg.norm_eps)
     else:
         w.add_layer_norm_eps(cfg.norm_eps)
