@@ -52,6 +52,8 @@ FAMILIES = {
     "llama-gqa-bias-untied": dict(positions="rope", norm="rmsnorm", mlp="swiglu", kv_heads=2, bias=True,
                                   tie_embeddings=False, ffn_hidden=96),
     "mpt-mha-clip": dict(positions="alibi", norm="layernorm", mlp="gelu", clip_qkv=0.4),
+    "mpt-bias-wide": dict(positions="alibi", norm="layernorm", mlp="gelu", bias=True, ffn_hidden=96,
+                          alibi_bias_max=4.0),  # beyond transformers' MPT, within llama.cpp's
     "mpt-gqa-6heads-untied": dict(positions="alibi", norm="layernorm", mlp="gelu", d_model=48, n_heads=6,
                                   kv_heads=3, tie_embeddings=False),  # ALiBi slopes for a non-power-of-two count
     "mpt-tiny-preset": dict(PRESETS["tiny"], init_std=0.05),  # the demo's model: GQA ALiBi, 8 heads / 4 kv heads
@@ -298,6 +300,7 @@ def test_reruns_are_byte_identical_and_a_failed_export_leaves_the_earlier_file(t
 
 @pytest.mark.parametrize("options, named", [
     (dict(positions="rope", norm="rmsnorm", mlp="swiglu", clip_qkv=0.5), "clip_qkv 0.5 with llama's shape"),
+    (dict(positions="alibi", norm="layernorm", mlp="gelu", clip_qkv=0.0), "clip_qkv 0.0 cannot run in llama.cpp"),
     (dict(positions="rope", norm="layernorm", mlp="gelu", clip_qkv=0.5), "clip_qkv 0.5 with gptneox's shape"),
     (dict(positions="alibi", norm="rmsnorm", mlp="gelu"), "positions alibi with norm rmsnorm and mlp gelu"),
     (dict(positions="alibi", norm="rmsnorm", mlp="swiglu", clip_qkv=0.5), "clip_qkv 0.5 with refact's shape"),
@@ -419,3 +422,13 @@ def test_text_through_llama_cpp_and_the_compression_cost(tmp_path):
     assert results["llama-cpp-compatible"][:2] == (0, 0)
     ratio = results["codekiln"][2] / results["llama-cpp-compatible"][2]
     print(f"llama-cpp-compatible needs {ratio - 1:.1%} more tokens than codekiln's default for the same code")
+
+
+def test_an_hf_export_gives_the_same_file_as_its_run(tmp_path, tok_dir):
+    from codekiln.export.hf import export_hf
+
+    run, _ = make_run(tmp_path, tok_dir, **FAMILIES["mpt-tiny-preset"])  # GQA repeated in the HF export
+    export_hf(run, tmp_path / "hf")
+    export_gguf(run, tmp_path / "a" / "model.gguf", type="f32")
+    export_gguf(tmp_path / "hf", tmp_path / "b" / "model.gguf", type="f32")
+    assert (tmp_path / "a" / "model.gguf").read_bytes() == (tmp_path / "b" / "model.gguf").read_bytes()

@@ -59,6 +59,8 @@ def _gguf():
 def arch(cfg) -> str:
     """The llama.cpp architecture that computes exactly our function; a UserError naming what it cannot run."""
     family = (cfg.positions, cfg.norm, cfg.mlp)
+    if cfg.clip_qkv is not None and cfg.clip_qkv <= 0:  # llama.cpp clamps only to a positive bound
+        raise UserError(f"clip_qkv {cfg.clip_qkv} cannot run in llama.cpp (it clamps q, k, v to a positive bound)")
     if family == ("rope", "rmsnorm", "swiglu"):
         name = "llama"
     elif family == ("alibi", "layernorm", "gelu"):
