@@ -135,10 +135,10 @@ def reference_ids(tok):
     return seqs
 
 
-def llama(path, n_ctx=128):
+def llama(path, n_ctx=128, **kwargs):
     """The file through llama.cpp: every position's logits, float32 KV cache (the default f16 cache rounds k, v)."""
     return llama_cpp.Llama(model_path=str(path), logits_all=True, n_ctx=n_ctx, verbose=False, n_threads=1,
-                           type_k=llama_cpp.GGML_TYPE_F32, type_v=llama_cpp.GGML_TYPE_F32)
+                           type_k=llama_cpp.GGML_TYPE_F32, type_v=llama_cpp.GGML_TYPE_F32, **kwargs)
 
 
 def llama_logits(llm, ids) -> np.ndarray:
@@ -180,6 +180,20 @@ def test_llama_cpp_predicts_codekilns_next_tokens(tmp_path, tok_dir, family):
     assert worst < tol
     assert all(gap < 2 * tol for _, _, gap in misses), "llama.cpp disagrees where codekiln is not close to a tie"
     assert rate >= AGREEMENT
+
+
+@needs_llama_cpp
+@pytest.mark.parametrize("family", ["llama-gqa-bias-untied", "mpt-tiny-preset", "refact-gqa-untied"])
+def test_token_by_token_decoding_through_llama_cpps_kv_cache(tmp_path, tok_dir, family):
+    # One token per batch: every position reads its keys and values back from llama.cpp's cache, as in
+    # generation (RoPE positions and ALiBi distances of cached tokens included).
+    run, model = make_run(tmp_path, tok_dir, **FAMILIES[family])
+    summary = export_gguf(run, tmp_path / "model.gguf", type="f32")
+    llm = llama(tmp_path / "model.gguf", n_batch=1, n_ubatch=1)
+    worst, rate, misses = compare(model, llm, reference_ids(load_tokenizer(tok_dir)))
+    print(f"{family} token by token: max |logit diff| {worst:.2e}, top-1 agreement {rate:.4f}")
+    assert worst < LOGIT_TOL[summary["arch"]]
+    assert all(gap < 2 * LOGIT_TOL[summary["arch"]] for _, _, gap in misses)
 
 
 @needs_llama_cpp
