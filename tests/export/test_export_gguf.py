@@ -373,7 +373,8 @@ def test_summary_warns_when_llama_cpp_cannot_reproduce_the_tokenizer(tmp_path, t
 
 HELD_OUT = ["def parse(line):\n\tkey, _, value = line.partition('=')\n\treturn key.strip(), value\n",
             "x = [1, 22, 333, 4444]  # it's 12:30, we'd  better  go\r\nprint(f\"{x!r:>10}\")\n",
-            "class Ünïcödé(Base):\n    \"\"\"Ελληνικά, 中文, emoji 🎉.\"\"\"\n    π = 3.14159\n\n\n\n    def __call__(self):  \n        ...\n",
+            "class Ünïcödé(Base):\n    \"\"\"Ελληνικά, 中文, emoji 🎉.\"\"\"\n    π = 3.14159\n\n\n\n"
+            "    def __call__(self):  \n        ...\n",
             "    if (a&&b)||!c { return -1; }\n        \t  \n  // don't\n",
             "SELECT name, COUNT(*) FROM t WHERE id >= 10 GROUP BY name;\n<|endoftext|> <|fim_prefix|>"]
 

@@ -319,5 +319,6 @@ def summary_table(summary: dict):
     table.add_row("heads / kv heads", f"{summary['n_heads']} / {summary['kv_heads']}")
     table.add_row("pre-tokenizer", f"{summary['pre']} ({'exact' if summary['exact_text'] else 'not exact'} "
                                    "for text)")
-    table.add_row("file", f"{summary['out']} ({summary['bytes'] / 1e6:,.1f} MB)")
+    size = f"{summary['bytes'] / 1e6:,.1f} MB" if summary["bytes"] >= 1e6 else f"{summary['bytes']:,} bytes"
+    table.add_row("file", f"{summary['out']} ({size})")
     return table

@@ -216,7 +216,8 @@ def train_tokenizer(corpus: str | Path, out: str | Path, vocab_size: int = 32768
         raise UserError(f"{corpus} has no documents to train on (empty corpus or all weights 0)")
     save_tokenizer(tok, out)
     summary = {"algorithm": algorithm, "pretokenizer": pretokenizer, "vocab_size": tok.get_vocab_size(),
-               "docs": seen["docs"], "chars": seen["bytes"], "parts": len(parts), "seed": seed, "holdout_fraction": holdout_fraction,
+               "docs": seen["docs"], "chars": seen["bytes"], "parts": len(parts), "seed": seed,
+               "holdout_fraction": holdout_fraction,
                "sample_bytes": sample_bytes, "language_weights": weights or {}, "min_frequency": min_frequency}
     # How it was trained, so `tokenizer stats` measures on the repositories training never saw.
     (out / "training.json").write_text(json.dumps(summary, indent=2) + "\n")
@@ -245,13 +246,14 @@ def save_tokenizer(tok, out: str | Path) -> None:
 
 
 def summary_table(summary: dict, elapsed_s: float):
-    """The table `codekiln tokenizer train` prints: algorithm, vocabulary, what was sampled, time."""
+    """The table `codekiln tokenizer train` prints: algorithm, pre-tokenizer, vocabulary, what was sampled, time."""
     from rich.table import Table
 
     table = Table(title="tokenizer train", title_justify="left")
     table.add_column("")
     table.add_column("", justify="right")
-    for key, value in (("algorithm", summary["algorithm"]), ("vocabulary", f"{summary['vocab_size']:,}"),
+    for key, value in (("algorithm", summary["algorithm"]), ("pre-tokenizer", summary.get("pretokenizer", "codekiln")),
+                       ("vocabulary", f"{summary['vocab_size']:,}"),
                        ("documents sampled", f"{summary['docs']:,}"),
                        ("characters sampled", f"{summary['chars'] / 1e6:,.1f} M"), ("time", f"{elapsed_s:.1f} s")):
         table.add_row(key, value)
