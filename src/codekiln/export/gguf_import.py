@@ -244,3 +244,26 @@ def tokenizer_from_gguf(meta: dict, path: Path) -> tuple[str, dict]:
     if facts["eos_token"] is None:
         raise UserError(f"{path}: the GGUF metadata names no end token (tokenizer.ggml.eos_token_id)")
     return tok.to_str(), facts
+
+
+def write_dequantized(source, dest) -> None:
+    """A copy of a GGUF file with every tensor stored as f32: llama.cpp's reference for what an import computes."""
+    from gguf import GGMLQuantizationType, GGUFWriter
+
+    source = Path(source)
+    reader = open_gguf(source)
+    writer = GGUFWriter(str(dest), reader.fields["general.architecture"].contents())
+    for name, field in reader.fields.items():
+        if name.startswith("GGUF.") or name == "general.architecture":
+            continue  # written by the writer itself
+        if name == "general.file_type":
+            writer.add_file_type(int(GGMLQuantizationType.F32))
+            continue
+        sub = field.types[-1] if len(field.types) > 1 else None
+        writer.add_key_value(name, field.contents(), field.types[0], sub_type=sub)
+    for tensor in reader.tensors:
+        writer.add_tensor(tensor.name, _dequantize(tensor, source))
+    writer.write_header_to_file()
+    writer.write_kv_data_to_file()
+    writer.write_tensors_to_file()
+    writer.close()
