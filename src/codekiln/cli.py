@@ -70,7 +70,8 @@ def _cmd_tokenizer_train(args) -> int:
     t0 = time.perf_counter()
     summary = train_tokenizer(args.corpus, args.out, vocab_size=vocab, algorithm=algorithm, sample_bytes=sample,
                               weights=t.language_weights, seed=config.seed, min_frequency=t.min_frequency,
-                              holdout_fraction=t.holdout_fraction, progress=not args.quiet)
+                              holdout_fraction=t.holdout_fraction, pretokenizer=t.pretokenizer,
+                              progress=not args.quiet)
     Console().print(summary_table(summary, time.perf_counter() - t0))
     Console().print(f"tokenizer: {args.out}", soft_wrap=True)
     return 0
@@ -284,6 +285,17 @@ def _cmd_export_hf(args) -> int:
     return 0
 
 
+def _cmd_export_gguf(args) -> int:
+    from codekiln.export.gguf import export_gguf, summary_table
+    from codekiln.progress import console
+
+    summary = export_gguf(args.model, args.out, type=args.type)
+    console.print(summary_table(summary))
+    for note in summary["notes"]:
+        console.print(f"note: {note}", soft_wrap=True)
+    return 0
+
+
 def _cmd_plot(args) -> int:
     from codekiln.train.plot import plot_run
 
@@ -456,6 +468,12 @@ def build_parser() -> argparse.ArgumentParser:
     ehf.add_argument("--dtype", choices=("float32", "bfloat16", "float16"), default="float32",
                      help="dtype of the stored weights (default float32)")
     ehf.set_defaults(func=_cmd_export_hf)
+    egg = exp_sub.add_parser("gguf", help="one GGUF file for llama.cpp (llama, mpt, gptneox or refact)")
+    egg.add_argument("--model", required=True, help="run directory, checkpoints/step-N directory or exported directory")
+    egg.add_argument("--out", required=True, help="the GGUF file to write (an earlier file there is replaced)")
+    egg.add_argument("--type", choices=("f32", "f16", "q8_0"), default="f16",
+                     help="storage of the weight matrices (default f16; norms and biases stay f32)")
+    egg.set_defaults(func=_cmd_export_gguf)
 
     plt = sub.add_parser("plot", help="render a run's loss, bits/byte and throughput curves to PNG")
     plt.add_argument("run", help="run directory")

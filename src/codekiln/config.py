@@ -139,6 +139,9 @@ class TokenizerConfig(_Section):
     holdout_fraction: float = Field(0.02, ge=0, lt=1)
     # Chance that a document of a language is sampled ("*" for the rest); 1.0 when absent.
     language_weights: dict[str, float] = Field(default_factory=dict)
+    # How text is split before BPE: codekiln's code-aware split, or llama.cpp's `qwen2` split exactly, so that
+    # llama.cpp tokenizes text as codekiln does (about 4% more tokens on code; docs/export.md).
+    pretokenizer: Literal["codekiln", "llama-cpp-compatible"] = "codekiln"
 
 
 class ModelSection(_Section):

@@ -447,3 +447,23 @@ def test_an_hf_export_gives_the_same_file_as_its_run(tmp_path, tok_dir):
     export_gguf(run, tmp_path / "a" / "model.gguf", type="f32")
     export_gguf(tmp_path / "hf", tmp_path / "b" / "model.gguf", type="f32")
     assert (tmp_path / "a" / "model.gguf").read_bytes() == (tmp_path / "b" / "model.gguf").read_bytes()
+
+
+def test_the_export_gguf_command_and_the_tokenizer_option(tmp_path, tok_dir, capsys):
+    import gguf
+
+    from codekiln.cli import main
+
+    run, _ = make_run(tmp_path, tok_dir, positions="alibi", norm="layernorm", mlp="gelu", kv_heads=2)
+    assert main(["export", "gguf", "--model", str(run), "--out", str(tmp_path / "m.gguf"), "--type", "f32"]) == 0
+    shown = capsys.readouterr()
+    assert "mpt" in shown.out + shown.err
+    reader = gguf.GGUFReader(str(tmp_path / "m.gguf"))
+    assert bytes(reader.fields["general.architecture"].parts[-1]).decode() == "mpt"
+    assert main(["export", "gguf", "--model", str(tmp_path / "nowhere"), "--out", str(tmp_path / "x.gguf")]) == 2
+    assert len(capsys.readouterr().err.strip().splitlines()) == 1
+    # tokenizer.pretokenizer from the config reaches `codekiln tokenizer train`
+    corpus = write_corpus(tmp_path / "corpus", generated_code(1, 40))
+    assert main(["tokenizer", "train", "--corpus", str(corpus), "--out", str(tmp_path / "tok"), "--vocab-size", "300",
+                 "--quiet", "tokenizer.pretokenizer=llama-cpp-compatible", "tokenizer.holdout_fraction=0"]) == 0
+    assert json.loads((tmp_path / "tok" / "training.json").read_text())["pretokenizer"] == "llama-cpp-compatible"
