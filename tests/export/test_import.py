@@ -13,6 +13,7 @@ from gguf import GGMLQuantizationType as Q
 from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
 
 import codekiln
+import codekiln.tokenizer
 from codekiln.checkpoint import resolve
 from codekiln.errors import UserError
 from codekiln.export.importer import import_model, special_mapping, summary_table
@@ -28,13 +29,14 @@ SMOLLM_SPECIALS = ["<|endoftext|>", "<|im_start|>", "<|im_end|>", "<repo_name>",
 FIM_SPECIALS = ["<fim_prefix>", "<fim_middle>", "<fim_suffix>", "<fim_pad>"]
 
 
-def _tokenizer(specials) -> Tokenizer:
+def _tokenizer(specials, digits=True) -> Tokenizer:
     """A small SmolLM2-style byte-level BPE (single digits, GPT-2 split) with these special tokens first."""
     t = Tokenizer(models.BPE())
-    t.pre_tokenizer = pre_tokenizers.Sequence([pre_tokenizers.Digits(individual_digits=True),
-                                               pre_tokenizers.ByteLevel(add_prefix_space=False)])
+    split = [pre_tokenizers.Digits(individual_digits=True)] if digits else []  # else digits merge (GPT-2)
+    t.pre_tokenizer = pre_tokenizers.Sequence(split + [pre_tokenizers.ByteLevel(add_prefix_space=False)])
     t.decoder = decoders.ByteLevel()
-    corpus = ["def f(x):\n    return x + 1\n", "The quick brown fox, 2024.", "for i in range(10):\n\tprint(i)\n"]
+    corpus = ["def f(x):\n    return x + 1\n", "The quick brown fox, 2024.", "for i in range(10):\n\tprint(i)\n",
+              "x = 12345 + 1000000"]
     t.train_from_iterator(corpus * 30, trainers.BpeTrainer(vocab_size=320, special_tokens=specials,
                                                             initial_alphabet=pre_tokenizers.ByteLevel.alphabet(),
                                                             show_progress=False))
@@ -244,6 +246,19 @@ def test_import_gguf_matches_llama_cpp_on_the_same_file(tmp_path):
         torch.testing.assert_close(got, want, atol=2e-3, rtol=2e-3)
 
 
+@pytest.mark.parametrize("pre", ["smollm", "gpt-2", "qwen2", "llama-bpe"])
+def test_gguf_pre_tokenizers_tokenize_as_llama_cpp(tmp_path, pre):
+    llama_cpp = pytest.importorskip("llama_cpp")
+    tok = _tokenizer(SMOLLM_SPECIALS, digits=False)  # merges of several digits, which only some splits allow
+    path = _write_gguf(tmp_path / "m.gguf", _hf_model(tok.get_vocab_size()), tok, pre=pre)
+    import_model("gguf", path, tmp_path / "run", progress=False)
+    ours = codekiln.tokenizer.load(tmp_path / "run" / "tokenizer")
+    llm = llama_cpp.Llama(model_path=str(path), n_ctx=64, vocab_only=True, verbose=False)
+    texts = SAMPLES + ["for i in range(12345):\n\tx  =  'It''s 42'\r\n\n    y", "ÀÉ 1,000,000 don't  stop\u3000!"]
+    for text in texts:
+        assert ours.encode(text) == llm.tokenize(text.encode(), add_bos=False, special=False), text
+
+
 def test_rerun_replaces_an_import_and_refuses_other_directories(tmp_path):
     _hf_dir(tmp_path / "src", specials=SMOLLM_SPECIALS)
     import_model("hf", tmp_path / "src", tmp_path / "run", progress=False)
@@ -318,7 +333,8 @@ def test_smollm2_matches_llama_cpp(smollm2, tmp_path):
     from codekiln.export.gguf_import import write_dequantized
 
     source, run, summary = smollm2
-    assert (summary["architecture"], summary["n_layers"], summary["kv_heads"], summary["tied"]) == ("llama", 30, 3, True)
+    shape = (summary["architecture"], summary["n_layers"], summary["kv_heads"], summary["tied"])
+    assert shape == ("llama", 30, 3, True)
     assert summary["eot_token"] == "<|im_end|>" and not summary["fim"]
     model, tok = codekiln.load(run)
     root = Path(__file__).resolve().parents[2]

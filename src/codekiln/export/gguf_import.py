@@ -66,7 +66,8 @@ def open_gguf(path: Path):
     try:
         return GGUFReader(path)
     except (ValueError, OSError, IndexError) as exc:
-        raise UserError(f"{path} is not a readable GGUF file: {str(exc).splitlines()[0] if str(exc) else exc!r}") from None
+        reason = str(exc).splitlines()[0] if str(exc) else repr(exc)
+        raise UserError(f"{path} is not a readable GGUF file: {reason}") from None
 
 
 def metadata(reader) -> dict:
@@ -163,15 +164,16 @@ def load_gguf(path, progress: bool = False) -> tuple[ModelConfig, dict[str, torc
         elif name.endswith("rope_freqs.weight"):
             raise UserError(f"{path}: {name} (per-dimension RoPE frequencies, llama3-style scaling) is not supported")
         else:
-            raise UserError(f"{path}: unexpected tensor {name} for a {cfg.n_layers}-layer {meta['general.architecture']} "
-                            "model")
+            raise UserError(f"{path}: unexpected tensor {name} for a {cfg.n_layers}-layer "
+                            f"{meta['general.architecture']} model")
     biased = {ours[n].split(".")[-2] for n in tensors if n.endswith(".bias")}
     meta["biased"] = biased
     tied = "output.weight" not in tensors
     cfg = ModelConfig.from_dict({**cfg.to_dict(), "bias": bool(biased), "tie_embeddings": tied})
     with torch.device("meta"):  # the names and shapes our model expects, without allocating it
         expected = {k: tuple(v.shape) for k, v in Transformer(cfg).state_dict().items()}
-    missing = [k for k in expected if k not in ours.values() and not (k.endswith(".bias") or (tied and k == "lm_head.weight"))]
+    optional = {k for k in expected if k.endswith(".bias")} | ({"lm_head.weight"} if tied else set())
+    missing = [k for k in expected if k not in ours.values() and k not in optional]
     if missing:
         raise UserError(f"{path}: no tensor for {missing[0]} ({len(missing)} in all)")
     state = {}
@@ -206,7 +208,8 @@ def tokenizer_from_gguf(meta: dict, path: Path) -> tuple[str, dict]:
         raise UserError(f"{path}: tokenizer.ggml.model {kind!r} is not supported; only byte-level BPE (gpt2) "
                         "vocabularies are converted")
     if pre not in PRE_TOKENIZERS:
-        raise UserError(f"{path}: tokenizer.ggml.pre {pre!r} is not supported (known: {', '.join(sorted(PRE_TOKENIZERS))})")
+        raise UserError(f"{path}: tokenizer.ggml.pre {pre!r} is not supported "
+                        f"(known: {', '.join(sorted(PRE_TOKENIZERS))})")
     tokens = list(meta["tokenizer.ggml.tokens"])
     types = list(meta.get("tokenizer.ggml.token_type") or [1] * len(tokens))
     if len(set(tokens)) != len(tokens):

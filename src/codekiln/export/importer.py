@@ -201,7 +201,7 @@ def _write_tokenizer(directory: Path, tokenizer_json: str, facts: dict, mapping:
 
 
 def _write_checkpoint(checkpoints: Path, state: dict[str, torch.Tensor], cfg: ModelConfig) -> None:
-    """checkpoints/step-0 (float32 model.safetensors, config.json) and checkpoints/latest, as the trainer writes them."""
+    """checkpoints/step-0 (float32 model.safetensors, config.json) and checkpoints/latest, as training writes them."""
     step = checkpoints / "step-0"
     step.mkdir(parents=True)
     # Stored as a training checkpoint stores them: contiguous float32, the tied LM head once (as embed.weight).
