@@ -162,3 +162,15 @@ def test_quantization_is_deterministic(small_lm):
     x = torch.randint(0, model.cfg.vocab_size, (3, 40), generator=torch.Generator().manual_seed(0))
     with torch.inference_mode():
         assert torch.equal(a(x), a(x)) and torch.equal(a(x), b(x))
+
+
+def test_bfloat16_model(small_lm):
+    model = small_lm().to(torch.bfloat16)
+    q = quantize_int8(copy.deepcopy(model))
+    x = torch.randint(0, model.cfg.vocab_size, (2, 24), generator=torch.Generator().manual_seed(0))
+    with torch.inference_mode():
+        want, got = model(x).float(), q(x)
+    assert got.dtype == torch.bfloat16 and q.lm_head.scale.dtype == torch.float32
+    # Measured 3.3% of the largest logit on this random model (bf16 itself is 1.3% from fp32 here); a
+    # wrong scale or dtype mix-up is off by far more.
+    assert ((got.float() - want).abs().max() / want.abs().max()).item() < 0.08

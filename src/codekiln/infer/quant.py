@@ -8,7 +8,8 @@ Each `nn.Linear` becomes an `Int8Linear`: its weight rounded once to int8 per ou
 scale (dynamic, per token). The product runs in integers (`torch._int_mm`, oneDNN's VNNI/AMX kernels
 on x86), exact in int32, and is rescaled to floats once. Weight-only int8 was measured first:
 `torch._weight_int8pack_mm` has a vectorized CPU kernel only for bfloat16 activations, and for fp32
-ones it was 10x slower than fp32 `F.linear`; dequantizing the weight at every call is slower still.
+ones it was 10x slower than fp32 `F.linear`; dequantizing the weight at every call is slower than fp32
+too (it reads the int8 weight and writes and reads an fp32 copy).
 
 The model itself (`codekiln.model`) knows nothing of this, as with compilation or FSDP2 in training.
 The embedding lookup stays fp32; with tied embeddings the LM head gets its own int8 copy of the matrix.
