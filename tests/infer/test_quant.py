@@ -82,6 +82,22 @@ def test_float_fallback_computes_the_same(monkeypatch):
     assert torch.equal(fast, slow)
 
 
+def saturating_int_mm(a, b):
+    """torch._int_mm as a pre-VNNI x86 kernel computes it: a shifted to u8, pairs of u8 x s8 products
+    summed in int16 (saturating), the shift taken off at the end."""
+    u = a.long() + 128
+    prod = u[:, :, None] * b.long()[None]
+    pairs = prod.view(a.shape[0], a.shape[1] // 2, 2, b.shape[1]).sum(2).clamp(-32768, 32767)
+    return (pairs.sum(1) - 128 * b.long().sum(0)).int()
+
+
+def test_a_saturating_int8_kernel_is_detected(monkeypatch):
+    small = torch.randint(-20, 21, (4, 64), dtype=torch.int8), torch.randint(-20, 21, (64, 8), dtype=torch.int8)
+    assert torch.equal(saturating_int_mm(*small), small[0].int() @ small[1].int())  # exact on small values
+    monkeypatch.setattr(torch, "_int_mm", saturating_int_mm)
+    assert not quant.int_mm_exact.__wrapped__()  # the probe's extreme values catch it (uncached call)
+
+
 def test_zero_rows_and_zero_weights_give_the_bias():
     layer = linear()
     with torch.no_grad():
