@@ -49,7 +49,7 @@ def int_mm_exact() -> bool:
     b[:, 0], b[:, 1] = QMAX, -QMAX
     try:
         got = torch._int_mm(a, b)
-    except RuntimeError:
+    except (AttributeError, NotImplementedError, RuntimeError):  # a private op: a build may lack it
         return False
     return torch.equal(got.long(), a.long() @ b.long())
 
