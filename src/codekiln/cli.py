@@ -296,6 +296,17 @@ def _cmd_export_gguf(args) -> int:
     return 0
 
 
+def _cmd_import(args) -> int:
+    from codekiln.export.importer import import_model, summary_table
+    from codekiln.progress import console
+
+    summary = import_model(args.command, args.source, args.out, progress=not args.quiet)
+    console.print(summary_table(summary))
+    for note in summary["notes"]:
+        console.print(f"note: {note}", soft_wrap=True)
+    return 0
+
+
 def _cmd_plot(args) -> int:
     from codekiln.train.plot import plot_run
 
@@ -474,6 +485,17 @@ def build_parser() -> argparse.ArgumentParser:
     egg.add_argument("--type", choices=("f32", "f16", "q8_0"), default="f16",
                      help="storage of the weight matrices (default f16; norms and biases stay f32)")
     egg.set_defaults(func=_cmd_export_gguf)
+
+    imp = sub.add_parser("import", help="turn an open model (Hugging Face directory or GGUF file) into a codekiln run")
+    imp_sub = imp.add_subparsers(dest="command", required=True, parser_class=_Parser)
+    for kind, what in (("hf", "a Hugging Face Llama, Mistral or Qwen2 directory (safetensors, tokenizer.json)"),
+                       ("gguf", "a llama.cpp GGUF file of the llama or qwen2 architecture (byte-level BPE vocabulary)")):
+        ip = imp_sub.add_parser(kind, help=what)
+        ip.add_argument("source", help="the model directory" if kind == "hf" else "the .gguf file")
+        ip.add_argument("--out", required=True,
+                        help="run-like directory to write (tokenizer/, checkpoints/; an earlier import there is replaced)")
+        ip.add_argument("--quiet", action="store_true", help="no progress bar")
+        ip.set_defaults(func=_cmd_import)
 
     plt = sub.add_parser("plot", help="render a run's loss, bits/byte and throughput curves to PNG")
     plt.add_argument("run", help="run directory")

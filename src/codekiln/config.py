@@ -173,7 +173,7 @@ class TrainConfig(_Section):
     language_weights: dict[str, float] = Field(default_factory=dict)
     tokenizer: str | None = None  # the tokenizer directory the shards were made with
     out: str | None = None  # the run directory
-    init_from: str | None = None  # continued pretraining: a codekiln run, checkpoints/step-N or export directory
+    init_from: str | None = None  # continued pretraining: a codekiln run, checkpoints/step-N, export or import directory
     seq_len: int | None = Field(None, gt=1)  # None: the model's context
     batch_size: int = Field(8, gt=0)  # sequences per process per micro-step
     grad_accum: int = Field(1, gt=0)

@@ -201,6 +201,22 @@ def test_import_without_fim_tokens_refuses_fim(tmp_path):
         fim_prompt(ours, "def f(", "):\n")
 
 
+def test_the_import_command_and_a_fim_request_to_a_model_without_fim(tmp_path, capsys):
+    from codekiln.cli import main
+
+    _hf_dir(tmp_path / "src", specials=SMOLLM_SPECIALS)
+    assert main(["import", "hf", str(tmp_path / "src"), "--out", str(tmp_path / "run"), "--quiet"]) == 0
+    shown = capsys.readouterr()
+    assert "codekiln import hf" in shown.out + shown.err
+    # complete with --suffix on a model that cannot fill in the middle: one line, exit 2, nothing pretended
+    assert main(["complete", "--model", str(tmp_path / "run"), "def f(", "--suffix", "):\n",
+                 "--max-new-tokens", "2"]) == 2
+    err = capsys.readouterr().err.strip()
+    assert len(err.splitlines()) == 1 and "has no <|fim_prefix|> token" in err
+    assert main(["import", "gguf", str(tmp_path / "missing.gguf"), "--out", str(tmp_path / "run2")]) == 2
+    assert len(capsys.readouterr().err.strip().splitlines()) == 1
+
+
 def test_half_a_fim_vocabulary_is_no_fim():
     facts = {"eos_token": "</s>", "special": ["</s>", "<fim_prefix>", "<fim_suffix>"], "fim": {}}
     assert special_mapping(facts) == {"<|endoftext|>": "</s>"}
@@ -372,9 +388,6 @@ def test_smollm2_matches_llama_cpp(smollm2, tmp_path):
 
 
 @pytest.mark.slow
-@pytest.mark.xfail(strict=True, raises=UserError,
-                   reason="export/hf.py's _write_tokenizer requires codekiln's 7 special tokens; an imported "
-                          "tokenizer (tokenizer.imported) must be copied as it is")
 def test_smollm2_round_trip_through_export_hf(smollm2, tmp_path):
     from codekiln.export.hf import export_hf
 

@@ -35,7 +35,7 @@ def test_neutral_modules_import_no_stage(name):
     assert not bad, f"codekiln.{name} imports {bad}"
 
 
-@pytest.mark.parametrize("path", package_files("train") + [SRC / "export" / "hf_llama.py"], ids=lambda p: p.name)
+@pytest.mark.parametrize("path", package_files("train") + package_files("export"), ids=lambda p: p.name)
 def test_stages_use_only_public_apis_below_them(path):
     own = path.parent.name
     later = [m for m in imports(path) if own == "train" and m.split(".")[1:2]

@@ -178,7 +178,7 @@ def test_init_from_refuses_a_hugging_face_model_directory(shards, tmp_path, caps
     assert main(["train", "--data", str(data), "--tokenizer", str(tok), "--out", str(run), "--quiet", *MICRO,
                  "train.max_steps=1", f"train.init_from={llama}"]) == 2
     err = capsys.readouterr().err
-    assert "Hugging Face model directory" in err and "`codekiln import hf`, is not available yet" in err
+    assert "Hugging Face model directory" in err and "codekiln import hf" in err and "train.init_from" in err
     assert err.count("\n") == 1, err
     assert not (run / "checkpoints").exists()
 

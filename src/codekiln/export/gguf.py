@@ -39,7 +39,7 @@ EOT = "<|endoftext|>"
 # llama.cpp's metadata key suffix -> our special token (tokenizer.ggml.<key>_token_id).
 FIM_KEYS = {"fim_pre": "<|fim_prefix|>", "fim_suf": "<|fim_suffix|>", "fim_mid": "<|fim_middle|>",
             "fim_pad": "<|fim_pad|>", "fim_rep": "<|repo_name|>", "fim_sep": "<|file_sep|>"}
-# Our pre-tokenizer variant (codekiln.tokenizer.train.PRETOKENIZERS) -> the llama.cpp pre-tokenizer that
+# Our pre-tokenizer variant (codekiln.tokenizer.pretokenizers()) -> the llama.cpp pre-tokenizer that
 # splits text exactly as it does. The default code split has no equal in llama.cpp's list; "qwen2" is the
 # nearest (one leading non-letter before a word, single digits), so text through llama.cpp differs from
 # ours at times while token ids in give the same logits.
@@ -173,7 +173,7 @@ def _metadata(w, gguf, cfg, a: str, file_type: int) -> None:
 
 def tokenizer_variant(directory) -> str | None:
     """The pre-tokenizer variant a tokenizer directory was trained with (PRETOKENIZERS), or None if foreign."""
-    from codekiln.tokenizer.train import PRETOKENIZERS
+    from codekiln.tokenizer import pretokenizers
 
     try:
         spec = json.loads((Path(directory) / "tokenizer.json").read_text(encoding="utf-8"))
@@ -184,7 +184,7 @@ def tokenizer_variant(directory) -> str | None:
         return None
     if len(steps) != 2 or not byte_level or spec.get("normalizer") is not None:
         return None
-    return next((variant for variant, p in PRETOKENIZERS.items() if p == pattern), None)
+    return next((variant for variant, p in pretokenizers().items() if p == pattern), None)
 
 
 def _vocabulary(w, gguf, tokenizer, vocab_size: int) -> dict:

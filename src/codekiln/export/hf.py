@@ -53,7 +53,7 @@ def export_hf(model_path, out_dir, dtype: str = "float32") -> dict:
     shutil.rmtree(tmp, ignore_errors=True)
     tmp.mkdir()
     try:
-        _write_tokenizer(Path(tokenizer.directory), tmp)
+        _write_tokenizer(Path(tokenizer.directory), tmp, tokenizer.imported)
         # Straight to the file (no copy in memory): the directory as a whole is what appears atomically.
         save_file(tensors, str(tmp / "model.safetensors"), metadata={"format": "pt"})
         fsync_file(tmp / "model.safetensors")
@@ -99,8 +99,12 @@ def _check_target(out: Path) -> None:
                         "refusing to overwrite it")
 
 
-def _write_tokenizer(source: Path, out: Path) -> None:
+def _write_tokenizer(source: Path, out: Path, imported: bool = False) -> None:
     """The tokenizer files, with every codekiln special token marked special and <|endoftext|> the end token."""
+    if imported:  # an imported model's own files: already the contract, with its own special and end tokens
+        for name in TOKENIZER_FILES:
+            atomic_write_bytes(out / name, (source / name).read_bytes())
+        return
     try:
         spec = json.loads((source / "tokenizer.json").read_text(encoding="utf-8"))
     except (OSError, ValueError):

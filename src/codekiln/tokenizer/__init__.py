@@ -133,3 +133,10 @@ def tokenizer_hash(directory: str | Path) -> str:
     if not path.is_file():
         raise UserError(f"no tokenizer.json in {directory}")
     return hashlib.sha256(path.read_bytes()).hexdigest()
+
+
+def pretokenizers() -> dict[str, str]:
+    """The pre-tokenizer variants codekiln trains with (`tokenizer.pretokenizer`): name -> split pattern."""
+    from codekiln.tokenizer.train import PRETOKENIZERS
+
+    return dict(PRETOKENIZERS)

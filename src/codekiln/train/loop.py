@@ -101,7 +101,8 @@ def _init_weights(source: str, vocab_size: int, attn_impl: str | None, tok_sha: 
     # its own tokenizer, which is what an import (not a bare init_from) has to convert.
     if _is_hugging_face_dir(Path(source)):
         raise UserError(f"train.init_from {source} is a Hugging Face model directory; init_from takes a codekiln run "
-                        "or checkpoint (converting a Hugging Face model, `codekiln import hf`, is not available yet)")
+                        f"or checkpoint: run `codekiln import hf {source} --out DIR`, then use DIR as train.init_from "
+                        "and DIR/tokenizer as train.tokenizer")
     ckpt = resolve(source)
     source_tok = tokenizer_dir(ckpt)
     if (source_tok / "tokenizer.json").is_file() and tokenizer_hash(source_tok) != tok_sha:
