@@ -69,7 +69,7 @@ def weight_mb(model) -> float:
 
 
 def prompts_for(model, tok, batch: int, length: int) -> list[list[int]]:
-    """`batch` prompts of `length` tokens: windows of real code (textwrap's source) with a tokenizer, else random ids."""
+    """`batch` prompts of `length` tokens: windows of code (textwrap's source) with a tokenizer, else random ids."""
     if tok is not None:
         ids = tok.encode(inspect.getsource(textwrap))
         if len(ids) >= batch * length:
