@@ -140,6 +140,8 @@ def test_default_outputs_live_outside_the_checkpoint(demo, isolating_mode, tmp_p
     results = json.loads((run / "eval" / "step-4" / "infill" / "results.json").read_text())
     assert results["generation"]["max_new_tokens"] == 64  # the default 128, capped at half the context
     assert not (step / "eval").exists()  # pruning deletes checkpoints/step-N, and would take the results with it
+    cli("eval", "infill", "--model", step, "--limit", "1", "--quiet", "--quantize", "int8", "--allow-code-execution")
+    assert (run / "eval" / "step-4" / "infill-int8" / "results.json").is_file()  # beside, not over, the fp32 results
     from codekiln.eval.generation import eval_out_dir
 
     assert eval_out_dir(run, "humaneval") == run / "eval" / "step-4" / "humaneval"

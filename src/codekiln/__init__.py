@@ -3,8 +3,8 @@
 __version__ = "0.1.0"
 
 
-def load(path, device: str = "cpu"):
+def load(path, device: str = "cpu", quantize: str = "none"):
     """(model, tokenizer) from a run directory or a checkpoints/step-N directory (see codekiln.loading)."""
     from codekiln.loading import load as _load
 
-    return _load(path, device)
+    return _load(path, device, quantize)

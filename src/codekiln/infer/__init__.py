@@ -24,9 +24,10 @@ from codekiln.infer.postprocess import (
     single_line,
     trim_trailing_whitespace,
 )
+from codekiln.infer.quant import Int8Linear, is_quantized, quantize_int8
 from codekiln.infer.window import FittedPrompt, fit_fim, fit_prompt, keep_end, prompt_room, split_room
 
-__all__ = ["HUMANEVAL_STOP", "Completion", "FittedPrompt", "block_indent", "cut_at_dedent", "cut_at_end_token",
-           "cut_at_stop", "cut_at_suffix", "fim_prompt", "find_stop", "fit_fim", "fit_prompt", "for_editor",
-           "for_humaneval", "generate", "keep_end", "prompt_room", "single_line", "split_room",
-           "trim_trailing_whitespace"]
+__all__ = ["HUMANEVAL_STOP", "Completion", "FittedPrompt", "Int8Linear", "block_indent", "cut_at_dedent",
+           "cut_at_end_token", "cut_at_stop", "cut_at_suffix", "fim_prompt", "find_stop", "fit_fim", "fit_prompt",
+           "for_editor", "for_humaneval", "generate", "is_quantized", "keep_end", "prompt_room", "quantize_int8",
+           "single_line", "split_room", "trim_trailing_whitespace"]
