@@ -6,7 +6,8 @@ and the tokenizer tests' subject), so what differs is the model's arithmetic alo
   transformers        the `export hf` directory (float32) through stock AutoModelForCausalLM
   llama.cpp f32       the `export gguf --type f32` file through llama-cpp-python, float32 KV cache
   llama.cpp f16       the same with `--type f16` weights
-  llama.cpp Q4_1 ...  for a model imported from a GGUF file (`codekiln import gguf`), that original file
+  llama.cpp original  for a model imported from a GGUF file (`codekiln import gguf`), that original file
+                      (SmolLM2's is Q4_1: quantized dot products, so its logits differ most)
 Columns, against codekiln:
   max |dlogit|   the largest logit difference, teacher-forced over every prompt followed by codekiln's
                  greedy continuation
@@ -99,9 +100,10 @@ class Transformers:
         transformers.logging.disable_progress_bar()
         self.model = AutoModelForCausalLM.from_pretrained(directory, dtype=torch.float32).eval()
         pad = self.model.generation_config.pad_token_id
-        # No end token: every engine decodes exactly n tokens, whatever it predicts.
-        self.config = GenerationConfig(do_sample=False, use_cache=True, eos_token_id=None, pad_token_id=pad,
-                                       bos_token_id=None)
+        # No end token: every engine decodes exactly n tokens, whatever it predicts. generate fills what a
+        # passed config leaves unset from the model's own generation_config, so the end token goes there too.
+        self.model.generation_config.eos_token_id = None
+        self.config = GenerationConfig(do_sample=False, use_cache=True, eos_token_id=None, pad_token_id=pad)
 
     def logits(self, ids: list[int]) -> np.ndarray:
         """Logits [T, vocab] at every position of ids."""
@@ -150,6 +152,7 @@ class LlamaCpp:
 
 def build_engines(args, tmp: Path, model, tok) -> tuple[list, list[str]]:
     """Export the model and open every engine; returns (engines, notes)."""
+    from codekiln.errors import UserError
     from codekiln.export.gguf import export_gguf
     from codekiln.export.hf import export_hf
 
@@ -167,9 +170,24 @@ def build_engines(args, tmp: Path, model, tok) -> tuple[list, list[str]]:
         if info.get("kind") == "gguf" and Path(info["source"]).is_file():
             source = Path(info["source"])
     if source is not None:
-        engines.append(LlamaCpp(f"llama.cpp original ({source.name})", source, n_ctx, args.threads))
+        notes.append(f"llama.cpp original: {source} (the file the model was imported from)")
+        engines.append(LlamaCpp("llama.cpp original", source, n_ctx, args.threads))
     for kind in ("f32", "f16"):
-        summary = export_gguf(args.model, tmp / f"model-{kind}.gguf", type=kind)
+        try:
+            summary = export_gguf(args.model, tmp / f"model-{kind}.gguf", type=kind)
+        except UserError as exc:
+            if source is None:
+                raise
+            # An import's own file still gives llama.cpp rows; say what export refused, never skip silently.
+            notes.append(f"export gguf --type {kind} refused: {exc}")
+            if kind == "f32":
+                from codekiln.export.gguf_import import write_dequantized
+
+                write_dequantized(source, tmp / "source-f32.gguf")
+                engines.append(LlamaCpp("llama.cpp original->f32", tmp / "source-f32.gguf", n_ctx, args.threads))
+                notes.append("llama.cpp f32 row: the original file with every tensor dequantized to f32 "
+                             "(what the import computes) instead of an f32 export")
+            continue
         if kind == "f32":
             notes += [f"export gguf ({summary['arch']}): {n}" for n in summary["notes"]]
         engines.append(LlamaCpp(f"llama.cpp {kind} export", tmp / f"model-{kind}.gguf", n_ctx, args.threads))
