@@ -7,7 +7,9 @@ and the tokenizer tests' subject), so what differs is the model's arithmetic alo
   llama.cpp f32       the `export gguf --type f32` file through llama-cpp-python, float32 KV cache
   llama.cpp f16       the same with `--type f16` weights
   llama.cpp original  for a model imported from a GGUF file (`codekiln import gguf`), that original file
-                      (SmolLM2's is Q4_1: quantized dot products, so its logits differ most)
+                      (SmolLM2's is Q4_1: quantized dot products, so its logits differ most); while
+                      export gguf refuses the import, "original->f32" is that file dequantized to f32
+An export that is refused leaves its row out, and the notes under the table say why.
 Columns, against codekiln:
   max |dlogit|   the largest logit difference, teacher-forced over every prompt followed by codekiln's
                  greedy continuation
@@ -158,9 +160,13 @@ def build_engines(args, tmp: Path, model, tok) -> tuple[list, list[str]]:
 
     notes = []
     engines = [Codekiln(model, tok)]
-    summary = export_hf(args.model, tmp / "hf", dtype="float32")
-    notes += [f"export hf ({summary['architecture']}): {n}" for n in summary["notes"]]
-    engines.append(Transformers(tmp / "hf"))
+    # A refused export (an option with no stock or llama.cpp equivalent) leaves its row out and says why.
+    try:
+        summary = export_hf(args.model, tmp / "hf", dtype="float32")
+        notes += [f"export hf ({summary['architecture']}): {n}" for n in summary["notes"]]
+        engines.append(Transformers(tmp / "hf"))
+    except UserError as exc:
+        notes.append(f"no transformers row: export hf refused: {exc}")
 
     n_ctx = args.prompt_tokens + args.new_tokens + 8
     record = Path(args.model) / "import.json"
@@ -176,11 +182,9 @@ def build_engines(args, tmp: Path, model, tok) -> tuple[list, list[str]]:
         try:
             summary = export_gguf(args.model, tmp / f"model-{kind}.gguf", type=kind)
         except UserError as exc:
-            if source is None:
-                raise
-            # An import's own file still gives llama.cpp rows; say what export refused, never skip silently.
-            notes.append(f"export gguf --type {kind} refused: {exc}")
-            if kind == "f32":
+            notes.append(f"no llama.cpp {kind} export row: export gguf refused: {exc}")
+            if kind == "f32" and source is not None:
+                # An import's own file, dequantized, still gives llama.cpp's f32 arithmetic on these weights.
                 from codekiln.export.gguf_import import write_dequantized
 
                 write_dequantized(source, tmp / "source-f32.gguf")
