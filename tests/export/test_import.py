@@ -263,6 +263,27 @@ def test_import_gguf_matches_llama_cpp_on_the_same_file(tmp_path):
         torch.testing.assert_close(got, want, atol=1e-4, rtol=1e-4)
 
 
+def test_an_imported_model_without_fim_exports_back_to_gguf(tmp_path):
+    import gguf
+
+    from codekiln.export.gguf import export_gguf
+
+    llama_cpp = pytest.importorskip("llama_cpp")
+    tok = _tokenizer(SMOLLM_SPECIALS)
+    hf = _hf_model(tok.get_vocab_size())
+    import_model("gguf", _write_gguf(tmp_path / "m.gguf", hf, tok), tmp_path / "run", progress=False)
+    summary = export_gguf(tmp_path / "run", tmp_path / "back.gguf", type="f32")
+    assert summary["pre"] == "smollm" and summary["exact_text"]  # the split llama.cpp ran it with, not a guess
+    fields = gguf.GGUFReader(str(tmp_path / "back.gguf")).fields
+    # no infill ids for a model without FIM tokens; its file separator and repository tokens are named
+    assert not [k for k in fields if k.split(".")[-1] in ("fim_pre_token_id", "fim_suf_token_id",
+                                                          "fim_mid_token_id", "fim_pad_token_id")]
+    assert "tokenizer.ggml.fim_sep_token_id" in fields
+    llm = llama_cpp.Llama(model_path=str(tmp_path / "back.gguf"), n_ctx=64, verbose=False, n_threads=1)
+    _, ours = codekiln.load(tmp_path / "run")
+    assert llm.tokenize(SAMPLES[0].encode(), add_bos=False, special=False) == ours.encode(SAMPLES[0])
+
+
 @pytest.mark.parametrize("pre", ["smollm", "gpt-2", "qwen2", "llama-bpe"])
 def test_gguf_pre_tokenizers_tokenize_as_llama_cpp(tmp_path, pre):
     llama_cpp = pytest.importorskip("llama_cpp")

@@ -32,7 +32,7 @@ import torch
 from codekiln import __version__
 from codekiln.errors import UserError
 from codekiln.files import fsync_dir, fsync_file
-from codekiln.tokenizer import SPECIAL_TOKENS, tokenizer_hash
+from codekiln.tokenizer import IMPORT_KEY, SPECIAL_TOKENS, tokenizer_hash
 
 TYPES = ("f32", "f16", "q8_0")
 EOT = "<|endoftext|>"
@@ -213,6 +213,9 @@ def _vocabulary(w, gguf, tokenizer, vocab_size: int) -> dict:
     w.add_tokenizer_model("gpt2")
     variant = tokenizer_variant(tokenizer.directory)
     pre = LLAMA_CPP_PRE.get(variant, FALLBACK_PRE)
+    imported_pre = _imported_pre(tokenizer.directory)
+    if imported_pre:  # a model imported from a GGUF file: the split llama.cpp already ran it with
+        variant, pre = f"imported ({imported_pre})", imported_pre
     w.add_tokenizer_pre(pre)
     w.add_token_list(names)
     w.add_token_types(types)
@@ -224,8 +227,19 @@ def _vocabulary(w, gguf, tokenizer, vocab_size: int) -> dict:
     w.add_add_bos_token(False)
     w.add_add_eos_token(False)
     for key, token in FIM_KEYS.items():
-        w.add_uint32(f"tokenizer.ggml.{key}_token_id", ids[token])
-    return {"pre": pre, "variant": variant, "exact_text": variant in LLAMA_CPP_PRE}
+        if token in ids:  # an imported model without FIM tokens (SmolLM2) has no infill ids to name
+            w.add_uint32(f"tokenizer.ggml.{key}_token_id", ids[token])
+    return {"pre": pre, "variant": variant, "exact_text": variant in LLAMA_CPP_PRE or bool(imported_pre)}
+
+
+def _imported_pre(directory) -> str | None:
+    """The llama.cpp pre-tokenizer an imported GGUF model's tokenizer recorded, if any."""
+    try:
+        config = json.loads((Path(directory) / "tokenizer_config.json").read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return None
+    pre = (config.get(IMPORT_KEY) or {}).get("llama_cpp_pre")
+    return pre if isinstance(pre, str) else None
 
 
 def _encode(gguf, name: str, value: torch.Tensor, type_: str):

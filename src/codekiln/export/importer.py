@@ -196,6 +196,8 @@ def _write_tokenizer(directory: Path, tokenizer_json: str, facts: dict, mapping:
         config["chat_template"] = facts["chat_template"]
     config[IMPORT_KEY] = {"special_tokens": mapping, "imported_from": f"{kind}:{source.name}",
                           "add_bos_token": bool(facts.get("add_bos_token"))}
+    if facts.get("pre"):  # llama.cpp's own name for this split, so `export gguf` can write it back exactly
+        config[IMPORT_KEY]["llama_cpp_pre"] = facts["pre"]
     atomic_write_json(directory / "tokenizer_config.json", config)
     atomic_write_json(directory / "special_tokens_map.json", named)
 
