@@ -139,7 +139,6 @@ def _cmd_train(args) -> int:
 
 
 def _cmd_eval_bpb(args) -> int:
-    import codekiln
     from codekiln.eval.bpb import bpb_table, evaluate_bpb
     from codekiln.files import atomic_write_json
     from codekiln.progress import console
@@ -279,37 +278,32 @@ def _variant(args) -> str:
     return "" if args.quantize == "none" else f"-{args.quantize}"
 
 
-def _cmd_export_hf(args) -> int:
-    from codekiln.export.hf import export_hf, summary_table
+def _show(table, summary: dict) -> int:
+    """Print a conversion's summary table and its notes (what the user should know about the result)."""
     from codekiln.progress import console
 
-    summary = export_hf(args.model, args.out, dtype=args.dtype)
-    console.print(summary_table(summary))
+    console.print(table(summary))
     for note in summary["notes"]:
         console.print(f"note: {note}", soft_wrap=True)
     return 0
+
+
+def _cmd_export_hf(args) -> int:
+    from codekiln.export.hf import export_hf, summary_table
+
+    return _show(summary_table, export_hf(args.model, args.out, dtype=args.dtype))
 
 
 def _cmd_export_gguf(args) -> int:
     from codekiln.export.gguf import export_gguf, summary_table
-    from codekiln.progress import console
 
-    summary = export_gguf(args.model, args.out, type=args.type)
-    console.print(summary_table(summary))
-    for note in summary["notes"]:
-        console.print(f"note: {note}", soft_wrap=True)
-    return 0
+    return _show(summary_table, export_gguf(args.model, args.out, type=args.type))
 
 
 def _cmd_import(args) -> int:
     from codekiln.export.importer import import_model, summary_table
-    from codekiln.progress import console
 
-    summary = import_model(args.command, args.source, args.out, progress=not args.quiet)
-    console.print(summary_table(summary))
-    for note in summary["notes"]:
-        console.print(f"note: {note}", soft_wrap=True)
-    return 0
+    return _show(summary_table, import_model(args.command, args.source, args.out, progress=not args.quiet))
 
 
 def _cmd_plot(args) -> int:

@@ -10,6 +10,7 @@ from __future__ import annotations
 import errno
 import json
 import os
+import shutil
 from pathlib import Path
 
 import pyarrow as pa
@@ -63,3 +64,17 @@ def atomic_write_parquet(path: Path, table: pa.Table) -> None:
     fsync_file(tmp)
     os.replace(tmp, path)
     fsync_dir(path.parent)
+
+
+def replace_dir(tmp: Path, out: Path) -> None:
+    """Move a finished directory into place at out: an earlier one there is swapped out, then deleted."""
+    fsync_dir(tmp)
+    old = None
+    if out.exists():
+        old = out.with_name(f".{out.name}.old{os.getpid()}")
+        shutil.rmtree(old, ignore_errors=True)
+        os.replace(out, old)
+    os.replace(tmp, out)
+    fsync_dir(out.parent)
+    if old is not None:
+        shutil.rmtree(old, ignore_errors=True)

@@ -32,7 +32,7 @@ import torch
 from codekiln import __version__
 from codekiln.errors import UserError
 from codekiln.files import fsync_dir, fsync_file
-from codekiln.tokenizer import IMPORT_KEY, SPECIAL_TOKENS, tokenizer_hash
+from codekiln.tokenizer import IMPORT_KEY, tokenizer_hash
 
 TYPES = ("f32", "f16", "q8_0")
 EOT = "<|endoftext|>"

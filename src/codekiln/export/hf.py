@@ -19,7 +19,7 @@ from safetensors.torch import save_file
 
 from codekiln import __version__
 from codekiln.errors import UserError
-from codekiln.files import atomic_write_bytes, atomic_write_json, fsync_dir, fsync_file
+from codekiln.files import atomic_write_bytes, atomic_write_json, fsync_file, replace_dir
 from codekiln.hf_layout import EXPORT_FILE, hf_config, layout, to_hf
 from codekiln.tokenizer import SPECIAL_TOKENS, tokenizer_hash
 
@@ -64,7 +64,7 @@ def export_hf(model_path, out_dir, dtype: str = "float32") -> dict:
                   "architecture": lay.architecture, "kv_heads_repeated": lay.repeat_kv, "dtype": dtype,
                   "tokenizer_hash": tokenizer_hash(tmp)}
         atomic_write_json(tmp / EXPORT_FILE, record)
-        _replace_dir(tmp, out)
+        replace_dir(tmp, out)
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)
         raise
@@ -132,20 +132,6 @@ def _write_tokenizer(source: Path, out: Path, imported: bool = False) -> None:
     atomic_write_json(out / "tokenizer_config.json", config)
     atomic_write_json(out / "special_tokens_map.json", {"bos_token": EOT, "eos_token": EOT, "unk_token": EOT,
                                                         "pad_token": EOT, "additional_special_tokens": extra})
-
-
-def _replace_dir(tmp: Path, out: Path) -> None:
-    """Move the finished export into place; an earlier export at --out is swapped out, then deleted."""
-    fsync_dir(tmp)
-    old = None
-    if out.exists():
-        old = out.with_name(f".{out.name}.old{os.getpid()}")
-        shutil.rmtree(old, ignore_errors=True)
-        os.replace(out, old)
-    os.replace(tmp, out)
-    fsync_dir(out.parent)
-    if old is not None:
-        shutil.rmtree(old, ignore_errors=True)
 
 
 def summary_table(summary: dict):

@@ -28,7 +28,7 @@ from safetensors.torch import save_file
 
 from codekiln import __version__
 from codekiln.errors import UserError
-from codekiln.files import atomic_write_bytes, atomic_write_json, fsync_dir, fsync_file
+from codekiln.files import atomic_write_bytes, atomic_write_json, fsync_file, replace_dir
 from codekiln.model import ModelConfig
 from codekiln.tokenizer import FIM_TOKENS, IMPORT_KEY, SPECIAL_TOKENS, load as load_tokenizer, tokenizer_hash
 
@@ -80,7 +80,7 @@ def import_model(kind: str, source, out, progress: bool = True) -> dict:
                   "architecture": architecture, "model": cfg.to_dict(), "special_tokens": mapping,
                   "tokenizer_hash": tokenizer_hash(tmp / "tokenizer"), "notes": notes}
         atomic_write_json(tmp / IMPORT_FILE, record)
-        _replace_dir(tmp, out)
+        replace_dir(tmp, out)
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)
         raise
@@ -233,17 +233,3 @@ def _check_target(out: Path) -> None:
         raise UserError(f"--out {out} exists and is not a directory")
     if any(out.iterdir()) and not (out / IMPORT_FILE).is_file():
         raise UserError(f"--out {out} is a non-empty directory that is not a codekiln import; refusing to overwrite it")
-
-
-def _replace_dir(tmp: Path, out: Path) -> None:
-    """Move the finished import into place; an earlier import at out is swapped out, then deleted."""
-    fsync_dir(tmp)
-    old = None
-    if out.exists():
-        old = out.with_name(f".{out.name}.old{os.getpid()}")
-        shutil.rmtree(old, ignore_errors=True)
-        os.replace(out, old)
-    os.replace(tmp, out)
-    fsync_dir(out.parent)
-    if old is not None:
-        shutil.rmtree(old, ignore_errors=True)
