@@ -29,3 +29,24 @@ def test_tensorboard_mirrors_the_scalars_when_installed(tmp_path, capsys):
     log.write({"step": 3, "loss": 1.25})
     log.close()
     assert list((tmp_path / "tensorboard").iterdir()) and capsys.readouterr().err == ""
+
+
+def test_the_cpu_peak_is_the_fastest_matmul_not_the_average(monkeypatch):
+    import pytest
+    import torch
+
+    from codekiln.train import metrics
+
+    clock = {"now": 0.0}
+    durations = iter([1.0, 0.001, 1.0, 1.0] * 50)  # one quiet moment among matmuls slowed by other work
+    real_matmul = torch.Tensor.__matmul__
+
+    def matmul(a, b):
+        clock["now"] += next(durations)
+        return real_matmul(a, b)
+
+    monkeypatch.setattr(metrics.time, "perf_counter", lambda: clock["now"])
+    monkeypatch.setattr(torch.Tensor, "__matmul__", matmul)
+    n = 64
+    # The old measure, the average over the window, comes out hundreds of times lower here.
+    assert metrics.measure_cpu_peak(torch.float32, seconds=5.0, n=n) == pytest.approx(2 * n**3 / 0.001, rel=1e-6)
