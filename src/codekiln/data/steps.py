@@ -15,6 +15,7 @@ the report, the stage counters and both executors read these lists.
 
 from __future__ import annotations
 
+from abc import ABC, abstractmethod
 from dataclasses import dataclass, field
 from typing import ClassVar
 
@@ -73,7 +74,7 @@ class Doc:
 # -------------------------------------------------------------------------------- per-document steps
 
 
-class Step:
+class Step(ABC):
     """One per-document stage. `section` names its part of the data config (with an `enabled` switch)."""
 
     name: ClassVar[str]
@@ -87,9 +88,9 @@ class Step:
         """Whether this stage runs under cfg."""
         return getattr(cfg, cls.section).enabled
 
+    @abstractmethod
     def process(self, doc: Doc) -> str | None:
         """The drop reason for doc, or None to keep it (the step may rewrite doc.text)."""
-        raise NotImplementedError
 
     def count_drop(self, doc: Doc, nbytes: int, stats) -> None:
         """Counters of its own for a document this step dropped, beyond the per-reason ones (stages.Stats)."""
@@ -246,7 +247,7 @@ class PII(Step):
 # ----------------------------------------------------------------------------------- corpus steps
 
 
-class CorpusStep:
+class CorpusStep(ABC):
     """A corpus-wide stage: `keys(doc)` per kept document in the map phase, then one status per document.
 
     `code` is the status this stage gives the documents it drops (with `reason`); statuses are
@@ -262,13 +263,13 @@ class CorpusStep:
         self.on = self.enabled(cfg)
 
     @classmethod
+    @abstractmethod
     def enabled(cls, cfg: DataConfig) -> bool:
         """Whether this stage runs under cfg."""
-        raise NotImplementedError
 
+    @abstractmethod
     def keys(self, doc: Doc, encoded: bytes) -> dict:
         """What the corpus-wide pass needs of one kept document (doc.text is final; encoded is its UTF-8)."""
-        raise NotImplementedError
 
 
 class ExactDedup(CorpusStep):
