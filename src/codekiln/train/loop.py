@@ -181,7 +181,11 @@ def train(cfg: Config, restart: bool = False, quiet: bool = False) -> dict:
             raise UserError("train.wandb_project is set but wandb is not installed (pip install wandb)") from None
     d = parallel.init()
     try:
-        return _train(cfg, d, restart, quiet)
+        summary = _train(cfg, d, restart, quiet)
+        # Every rank finishes before any leaves the group: a gloo rank whose peer has already torn its
+        # connections down can abort in teardown ("terminate called without an active exception").
+        parallel.barrier(d)
+        return summary
     finally:
         parallel.shutdown()
 
