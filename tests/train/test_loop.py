@@ -156,6 +156,23 @@ def test_continued_pretraining_starts_from_the_checkpoint(shards, tmp_path):
     assert [r["lr"] for r in recs[:5]] == pytest.approx([2e-4, 4e-4, 6e-4, 8e-4, 1e-3])  # re-warmed to the new peak
 
 
+def test_continued_pretraining_from_an_export(shards, tmp_path):
+    import torch
+
+    import codekiln
+    from codekiln.export.hf import export_hf
+
+    base = tmp_path / "base"
+    train(_cfg(shards, base, "train.max_steps=4"), quiet=True)
+    export_hf(base, tmp_path / "hf")  # a stock HF directory that carries codekiln.json: ours, not foreign
+    cont = tmp_path / "cont"
+    train(_cfg(shards, cont, "train.max_steps=1", f"train.init_from={tmp_path / 'hf'}", "train.lr=1e-9",
+               "train.warmup_steps=0", "train.schedule=constant", "train.weight_decay=0"), quiet=True)
+    ids = torch.tensor([[1, 2, 3, 4, 5]])
+    with torch.no_grad():  # one step at lr 1e-9 moves no weight visibly: the run started from the export
+        torch.testing.assert_close(codekiln.load(cont)[0](ids), codekiln.load(base)[0](ids), atol=1e-4, rtol=0)
+
+
 def test_init_from_refuses_a_hugging_face_model_directory(shards, tmp_path, capsys):
     """Llama's token ids mean other strings than ours: init_from takes codekiln runs and checkpoints only."""
     from safetensors.torch import save_file

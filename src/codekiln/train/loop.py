@@ -16,7 +16,7 @@ import torch
 import torch.nn.functional as F
 import yaml
 
-from codekiln.checkpoint import latest, read_model_tensors, resolve, tokenizer_dir
+from codekiln.checkpoint import is_export, latest, read_model_tensors, resolve, tokenizer_dir
 from codekiln.checkpoint import model_config as saved_model_config
 from codekiln.config import Config, config_to_yaml
 from codekiln.errors import UserError
@@ -87,7 +87,10 @@ def model_config(cfg: Config, vocab_size: int) -> ModelConfig:
 
 
 def _is_hugging_face_dir(path: Path) -> bool:
-    """True for a directory whose config.json is a Hugging Face model config rather than a codekiln checkpoint's."""
+    """True for a directory whose config.json is a Hugging Face model config rather than a codekiln checkpoint's
+    (an export of ours is one too, but its codekiln.json makes it ours)."""
+    if is_export(path):
+        return False
     try:
         cfg = json.loads((path / "config.json").read_text())
     except (OSError, ValueError):
