@@ -2,13 +2,13 @@
 
 import json
 import random
-import shutil
 import sysconfig
 from pathlib import Path
 
 import numpy as np
 import pyarrow as pa
 import pyarrow.parquet as pq
+import model_runs
 import pytest
 import torch
 
@@ -16,7 +16,6 @@ from codekiln.data.document import DOCUMENT_SCHEMA
 from codekiln.errors import UserError
 from codekiln.export import gguf as export_module
 from codekiln.export.gguf import export_gguf, summary_table
-from codekiln.model import ModelConfig, Transformer
 from codekiln.model.config import PRESETS
 from codekiln.tokenizer import load as load_tokenizer
 from codekiln.tokenizer.train import train_tokenizer
@@ -98,29 +97,9 @@ def tok_dir(tok_dirs):
     return tok_dirs["codekiln"]
 
 
-@pytest.fixture(autouse=True)
-def _one_thread():
-    # Models this small gain nothing from threads; the machine's cores are shared.
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
-
-
 def make_run(root, tok_dir, seed=0, **options):
-    """A run directory holding a random model with these options (norm weights perturbed so they matter)."""
-    torch.manual_seed(seed)
-    cfg = ModelConfig(**{**dict(vocab_size=load_tokenizer(tok_dir).vocab_size, d_model=32, n_layers=2, n_heads=4,
-                                context=128, init_std=0.15), **options})
-    model = Transformer(cfg)
-    with torch.no_grad():
-        for p in model.parameters():
-            if p.dim() == 1:
-                p.add_(torch.randn_like(p) * 0.2)
-    run = root / "run"
-    shutil.copytree(tok_dir, run / "tokenizer")
-    save_checkpoint(run, 3, model.state_dict(), cfg, {}, {"tokens": 0}, keep=1)
-    return run, model.eval()
+    """A run of a random model with a 128-token context (FIM prompts and llama.cpp's batches need room)."""
+    return model_runs.make_run(root, tok_dir, seed, **{"context": 128, **options})
 
 
 def reference_ids(tok):

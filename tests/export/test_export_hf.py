@@ -2,12 +2,12 @@
 
 import json
 import random
-import shutil
 
 import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 import torch
+from model_runs import make_run
 from safetensors import safe_open
 
 from codekiln.data.document import DOCUMENT_SCHEMA
@@ -20,7 +20,6 @@ from codekiln.model.config import PRESETS
 from codekiln.tokenizer import SPECIAL_TOKENS, tokenizer_hash
 from codekiln.tokenizer import load as load_tokenizer
 from codekiln.tokenizer.train import train_tokenizer
-from codekiln.train.checkpoint import save as save_checkpoint
 
 transformers = pytest.importorskip("transformers")
 
@@ -66,31 +65,6 @@ def tok_dir(tmp_path_factory):
     pq.write_table(pa.Table.from_pylist(rows, schema=DOCUMENT_SCHEMA), root / "corpus" / "data" / "part-0.parquet")
     train_tokenizer(root / "corpus", root / "tok", vocab_size=384, holdout_fraction=0.0, progress=False)
     return root / "tok"
-
-
-@pytest.fixture(autouse=True)
-def _one_thread():
-    # Models this small gain nothing from threads; the machine's cores are shared.
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
-
-
-def make_run(root, tok_dir, seed=0, **options):
-    """A run directory (tokenizer/, checkpoints/step-3, latest) holding a random model with these options."""
-    torch.manual_seed(seed)
-    cfg = ModelConfig(**{**dict(vocab_size=load_tokenizer(tok_dir).vocab_size, d_model=32, n_layers=2, n_heads=4,
-                                context=64, init_std=0.15), **options})
-    model = Transformer(cfg)
-    with torch.no_grad():  # our norms start at one and zero: make them matter, so a misplaced norm weight shows
-        for name, p in model.named_parameters():
-            if p.dim() == 1:
-                p.add_(torch.randn_like(p) * 0.2)
-    run = root / "run"
-    shutil.copytree(tok_dir, run / "tokenizer")
-    save_checkpoint(run, 3, model.state_dict(), cfg, {}, {"tokens": 0}, keep=1)
-    return run, model.eval()
 
 
 def prompt_ids(tok):
