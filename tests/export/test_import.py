@@ -2,6 +2,7 @@
 same logits and the same token ids; the real SmolLM2 GGUF (slow) matches llama.cpp on the same file."""
 
 import json
+import sys
 from pathlib import Path
 
 import gguf
@@ -423,3 +424,14 @@ def test_smollm2_round_trip_through_export_hf(smollm2, tmp_path):
     with torch.no_grad():
         torch.testing.assert_close(hf(torch.tensor([ids])).logits[0], model(torch.tensor([ids]))[0],
                                    atol=1e-4, rtol=1e-4)
+
+
+def test_without_the_export_extra_the_conversions_say_what_to_install(tmp_path, monkeypatch):
+    from codekiln.export.gguf import export_gguf
+
+    monkeypatch.setitem(sys.modules, "gguf", None)  # as if the `export` extra were not installed
+    (tmp_path / "m.gguf").write_bytes(b"GGUF")
+    with pytest.raises(UserError, match=r"pip install 'codekiln\[export\]'"):
+        import_model("gguf", tmp_path / "m.gguf", tmp_path / "run")
+    with pytest.raises(UserError, match=r"pip install 'codekiln\[export\]'"):
+        export_gguf(tmp_path / "nowhere", tmp_path / "x.gguf")

@@ -60,7 +60,7 @@ def open_gguf(path: Path):
     try:
         from gguf import GGUFReader
     except ImportError:
-        raise UserError("codekiln import gguf needs the gguf package: pip install gguf") from None
+        raise UserError("codekiln import gguf needs the gguf package: pip install 'codekiln[export]'") from None
     if not path.is_file():
         raise UserError(f"GGUF file not found: {path}")
     try:
