@@ -39,6 +39,22 @@ def _split_docs(data: np.ndarray, eot: int) -> list[list[int]]:
     return out
 
 
+def _interrupted_after(tasks: int, monkeypatch, corpus, tok_dir, out) -> None:
+    """`data tokenize` interrupted (Ctrl-C) after this many finished tasks; run_task restored afterwards."""
+    real, calls = shards_mod.run_task, []
+
+    def dying(task):
+        if len(calls) == tasks:
+            raise KeyboardInterrupt
+        calls.append(task["id"])
+        return real(task)
+
+    monkeypatch.setattr(shards_mod, "run_task", dying)
+    with pytest.raises(KeyboardInterrupt):
+        tokenize_corpus(corpus, tok_dir, out, val_fraction=0.3, workers=1)
+    monkeypatch.setattr(shards_mod, "run_task", real)
+
+
 def test_format_counts_and_split(setup, tmp_path):
     root, corpus, tok_dir = setup
     out = tmp_path / "s"
@@ -88,20 +104,8 @@ def test_resume_after_interruption(setup, tmp_path, monkeypatch):
     clean = tmp_path / "clean"
     tokenize_corpus(corpus, tok_dir, clean, val_fraction=0.3)
     out = tmp_path / "cut"
-    calls = []
-    real = shards_mod.run_task
-
-    def dying(task):
-        if len(calls) == 2:
-            raise KeyboardInterrupt
-        calls.append(task["id"])
-        return real(task)
-
-    monkeypatch.setattr(shards_mod, "run_task", dying)
-    with pytest.raises(KeyboardInterrupt):
-        tokenize_corpus(corpus, tok_dir, out, val_fraction=0.3, workers=1)
+    _interrupted_after(2, monkeypatch, corpus, tok_dir, out)
     assert len(list((out / "_work").glob("*.done"))) == 2 and not (out / "meta.json").exists()
-    monkeypatch.setattr(shards_mod, "run_task", real)
     tokenize_corpus(corpus, tok_dir, out, val_fraction=0.3, workers=1)
     for name in ("train-00000.bin", "val-00000.bin", "meta.json"):
         assert (out / name).read_bytes() == (clean / name).read_bytes()
@@ -194,19 +198,7 @@ def test_unfinished_run_of_a_rebuilt_corpus_is_not_reused(setup, tmp_path, monke
     _, _, tok_dir = setup
     corpus = write_corpus(tmp_path / "c", docs=700, seed=0)
     out = tmp_path / "cut"
-    real = shards_mod.run_task
-    calls = []
-
-    def dying(task):
-        if len(calls) == 1:
-            raise KeyboardInterrupt
-        calls.append(task["id"])
-        return real(task)
-
-    monkeypatch.setattr(shards_mod, "run_task", dying)
-    with pytest.raises(KeyboardInterrupt):
-        tokenize_corpus(corpus, tok_dir, out, val_fraction=0.3, workers=1)
-    monkeypatch.setattr(shards_mod, "run_task", real)
+    _interrupted_after(1, monkeypatch, corpus, tok_dir, out)
     # Rebuilt in place (same path, same size in documents), other content.
     (corpus / "data" / "part-00000.parquet").unlink()
     (corpus / "data").rmdir()
