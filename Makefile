@@ -7,7 +7,7 @@ BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.codekiln-installed
 DEMO_OUT ?= runs/demo
 # Every optional part, so that the whole suite runs (pyproject.toml says what each extra is for).
-EXTRAS := test,spark,compare,tensorboard,wandb,export
+EXTRAS := test,spark,compare,tensorboard,wandb,export,serve
 
 # The numeric tests run a second time under another kernel set: AVX2 ATen kernels, MKL and oneDNN held to
 # AVX2, one thread. A test that compares two different code paths bit for bit fails here rather than on a

@@ -72,3 +72,21 @@ def invert_text(ids: list[int], tok) -> str:
         return tok.decode(ids)
     prefix, middle, suffix = invert(ids, sp)
     return tok.decode(prefix) + tok.decode(middle) + tok.decode(suffix)
+
+
+REPO, FILE_SEP = "<|repo_name|>", "<|file_sep|>"
+
+
+def repo_header(repo: str, special: dict[str, int], encode) -> list[int]:
+    """`<|repo_name|>repo\\n`: the start of a repository-level sequence (as tokenizer shards pack repositories)."""
+    return [special[REPO], *encode(f"{repo}\n")]
+
+
+def repo_file(path: str, text: str, special: dict[str, int], encode) -> list[int]:
+    """`<|file_sep|>path\\ntext`: one other file of the repository, as packed in training."""
+    return [special[FILE_SEP], *encode(f"{path}\n"), *encode(text)]
+
+
+def current_file(path: str, special: dict[str, int], encode) -> list[int]:
+    """`<|file_sep|>path\\n`: the header of the file being edited, followed by its FIM prompt."""
+    return [special[FILE_SEP], *encode(f"{path}\n")]

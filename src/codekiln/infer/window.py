@@ -69,3 +69,35 @@ def fit_fim(tok, prefix: str, suffix: str, *, context: int, max_new_tokens: int,
     keep_prefix, keep_suffix = split_room(len(prefix_ids), len(suffix_ids), room)
     ids = fim.prompt(prefix_ids[len(prefix_ids) - keep_prefix:], suffix_ids[:keep_suffix], tok.special_ids, spm)
     return FittedPrompt(ids, len(prefix_ids) + len(suffix_ids) - keep_prefix - keep_suffix)
+
+
+def fit_repo_fim(tok, prefix: str, suffix: str, *, context: int, max_new_tokens: int,
+                 extra: list[tuple[str, str]] = (), path: str = "", repo: str = "", spm: bool = False) -> FittedPrompt:
+    """A repository-level FIM prompt: other files of the repository (`extra`, (path, text) pairs, most
+    relevant last), then the current file's FIM prompt, in the layout of codekiln.fim's repo_* helpers:
+
+        <|repo_name|>repo\\n <|file_sep|>path\\ntext ... <|file_sep|>current path\\n <FIM prompt>
+
+    The FIM prompt is fitted first (fit_fim's rule); the other files get only the room it leaves, the ones
+    given last first, and a file that does not fit whole is left out (half a file misleads more than it
+    helps). Without extra files, path and repo, this is fit_fim's prompt. A tokenizer without the
+    repository tokens gets the FIM prompt alone. cut_tokens counts only the prefix and suffix tokens cut.
+    """
+    fitted = fit_fim(tok, prefix, suffix, context=context, max_new_tokens=max_new_tokens, spm=spm)
+    special = tok.special_ids
+    if not (extra or path or repo) or fim.REPO not in special or fim.FILE_SEP not in special:
+        return fitted
+    room = context - max_new_tokens - len(fitted.ids)
+    head = fim.repo_header(repo, special, tok.encode) if repo else []
+    tail = fim.current_file(path, special, tok.encode) if path else []
+    if len(head) + len(tail) > room:
+        return fitted
+    room -= len(head) + len(tail)
+    kept: list[list[int]] = []
+    for file_path, text in reversed(list(extra)):
+        ids = fim.repo_file(file_path, text, special, tok.encode)
+        if len(ids) <= room:
+            kept.insert(0, ids)
+            room -= len(ids)
+    ids = [*head, *(t for f in kept for t in f), *tail, *fitted.ids]
+    return FittedPrompt(ids, fitted.cut_tokens)

@@ -94,13 +94,34 @@ class KVCache:
         # Positions are slot - pad and both move by `drop`, so positions, ALiBi distances and the RoPE table hold.
         self.pad, self.length, self.max_len = pad - drop, self.length - drop, self.max_len - drop
 
+    # The cache protocol `Transformer` drives (SlotCache in codekiln.infer implements it too).
+    def prepare(self, batch: int, t: int, slopes: torch.Tensor | None, dtype: torch.dtype):
+        """(positions [B, T], mask) for the next t tokens of every row: see attention.cache_mask."""
+        start, end = self.length, self.length + t
+        if batch != self.batch:
+            raise ValueError(f"the cache holds {self.batch} rows, the input {batch}")
+        if end > self.max_len:
+            raise ValueError(f"the cache holds {self.max_len} slots; {end} are needed")
+        pos = (torch.arange(start, end, device=self.pad.device)[None] - self.pad[:, None]).clamp(min=0)
+        return pos, attention.cache_mask(start, end, self.pad, slopes, dtype)
+
+    def update(self, layer: int, k: torch.Tensor, v: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """Append this layer's new keys and values; (keys, values) of every filled slot to attend over."""
+        start, end = self.length, self.length + k.shape[2]
+        self.k[layer][:, :, start:end] = k
+        self.v[layer][:, :, start:end] = v
+        return self.k[layer][:, :, :end], self.v[layer][:, :, :end]
+
+    def advance(self, t: int) -> None:
+        """Mark the t tokens of the last forward as filled."""
+        self.length += t
+
 
 class LayerKV(NamedTuple):
-    """One layer's view of a cached forward: its buffers, the first new slot, and the shared mask."""
+    """One layer's view of a cached forward: the cache, the layer's index in it, and the shared mask."""
 
-    k: torch.Tensor
-    v: torch.Tensor
-    start: int
+    cache: "KVCache"
+    layer: int
     mask: torch.Tensor
 
 
@@ -127,11 +148,9 @@ class Attention(nn.Module):
         if rope is not None:
             q, k = apply_rope(q, *rope), apply_rope(k, *rope)
         if kv is not None:  # append to the cache, attend over everything in it
-            end = kv.start + t
-            kv.k[:, :, kv.start:end] = k
-            kv.v[:, :, kv.start:end] = v
+            keys, values = kv.cache.update(kv.layer, k, v)
             attend = attention.masked_reference if impl == "reference" else attention.masked_sdpa
-            y = attend(q, kv.k[:, :, :end], kv.v[:, :, :end], kv.mask)
+            y = attend(q, keys, values, kv.mask)
         else:
             y = attention.IMPLS[impl](q, k, v, slopes=slopes, doc_ids=doc_ids)
         return self.o_proj(y.transpose(1, 2).reshape(b, t, cfg.n_heads * cfg.head_dim))
@@ -230,28 +249,26 @@ class Transformer(nn.Module):
             x = x[:, -1:]
         return self.lm_head(self.norm(x))
 
-    def _forward_cached(self, input_ids: torch.Tensor, cache: KVCache, last_only: bool) -> torch.Tensor:
-        """The incremental forward: input_ids [B, T] fill cache slots [length, length + T)."""
+    def _forward_cached(self, input_ids: torch.Tensor, cache, last_only: bool) -> torch.Tensor:
+        """The incremental forward: input_ids [B, T] are the next tokens of every row of the cache.
+
+        `cache` follows the protocol of KVCache: prepare(B, T, slopes, dtype) gives each new token's
+        position and the attention mask, update(layer, k, v) stores a layer's keys and values and returns
+        what to attend over, advance(T) marks them filled.
+        """
         b, t = input_ids.shape
-        start, end = cache.length, cache.length + t
-        if b != cache.batch:
-            raise ValueError(f"the cache holds {cache.batch} rows, the input {b}")
-        if end > cache.max_len:
-            raise ValueError(f"the cache holds {cache.max_len} slots; {end} are needed")
         # Every path but the reference takes SDPA with an explicit mask here (flash-attn and Flex have no padding mask).
         impl = "reference" if self.attn_impl == "reference" else "sdpa"
         x = self.embed(input_ids)
-        rope = slopes = None
+        slopes = self.alibi_slopes if self.cfg.positions == "alibi" else None
+        pos, mask = cache.prepare(b, t, slopes, x.dtype)
+        rope = None
         if self.cfg.positions == "rope":
-            pos = (torch.arange(start, end, device=input_ids.device)[None] - cache.pad[:, None]).clamp(min=0)
             cos, sin = cache.rope
             rope = cos[pos][:, None], sin[pos][:, None]  # [B, 1, T, head_dim]: each row its own positions
-        else:
-            slopes = self.alibi_slopes
-        mask = attention.cache_mask(start, end, cache.pad, slopes, x.dtype)
         for i, block in enumerate(self.blocks):
-            x = block(x, rope, slopes, None, impl, LayerKV(cache.k[i], cache.v[i], start, mask))
-        cache.length = end
+            x = block(x, rope, slopes, None, impl, LayerKV(cache, i, mask))
+        cache.advance(t)
         if last_only:
             x = x[:, -1:]
         return self.lm_head(self.norm(x))
