@@ -30,6 +30,7 @@ from codekiln.infer.postprocess import (
     stop_words,
     trim_trailing_whitespace,
 )
+from codekiln.infer.packed import pack_linear
 from codekiln.infer.quant import Int8Linear, is_quantized, quantize_int8
 from codekiln.infer.engine import Engine, Event, Handle, Overloaded, Request, Result, ShuttingDown, TokenInfo
 from codekiln.infer.window import FittedPrompt, fit_fim, fit_prompt, fit_repo_fim, keep_end, prompt_room, split_room
@@ -38,5 +39,5 @@ __all__ = ["HUMANEVAL_STOP", "Completion", "Engine", "Event", "FittedPrompt", "H
            "Request", "Result", "ShuttingDown", "TokenInfo", "block_indent", "cut_at_dedent",
            "cut_at_end_token", "cut_at_stop", "cut_at_stop_words", "cut_at_suffix", "cut_to_complete",
            "cut_unbalanced", "editor_language", "fim_prompt", "find_stop", "fit_fim", "fit_prompt", "fit_repo_fim",
-           "for_editor", "for_humaneval", "generate", "is_quantized", "keep_end", "prompt_room", "quantize_int8",
+           "for_editor", "for_humaneval", "generate", "is_quantized", "keep_end", "pack_linear", "prompt_room", "quantize_int8",
            "single_line", "split_room", "STOP_WORDS", "stop_words", "trim_trailing_whitespace"]
