@@ -505,6 +505,10 @@ def build_parser() -> argparse.ArgumentParser:
         ip.add_argument("--quiet", action="store_true", help="no progress bar")
         ip.set_defaults(func=_cmd_import)
 
+    from codekiln.serve.cli import add_parser as add_serve_parser
+
+    add_serve_parser(sub)  # stage 5: `codekiln serve` (its heavy imports wait until the command runs)
+
     plt = sub.add_parser("plot", help="render a run's loss, bits/byte and throughput curves to PNG")
     plt.add_argument("run", help="run directory")
     plt.set_defaults(func=_cmd_plot)
