@@ -97,6 +97,8 @@ def test_model_name(tmp_path):
     run = tmp_path / "my-run"
     assert model_name(str(run)) == "my-run"
     assert model_name(str(run / "checkpoints" / "step-100")) == "my-run"
+    assert model_name(str(tmp_path / "demo" / "run")) == "demo"
+    assert model_name(str(tmp_path / "demo" / "export")) == "demo"
 
 
 P, S = "def f(x):\n    return ", "\n\nprint(f(2))\n"

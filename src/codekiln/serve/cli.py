@@ -19,6 +19,7 @@ from codekiln.errors import UserError
 
 DEFAULT_DEADLINE_MS = 2000.0
 DEFAULT_CONTEXT = 4096
+STAGE_FOLDERS = ("run", "export", "import", "finetune")  # a `codekiln run` folder's model stages
 
 
 def add_parser(subparsers) -> argparse.ArgumentParser:
@@ -93,10 +94,13 @@ def _check(args) -> None:
 
 
 def model_name(path: str) -> str:
-    """A name for the served model: the run (or export) directory's name."""
+    """A name for the served model: the run (or export) directory's name, or the pipeline run folder's name for
+    one of its stage folders (`runs/demo/run` is "demo")."""
     p = Path(path).resolve()
     if p.name.startswith("step-") and p.parent.name == "checkpoints":
         p = p.parent.parent
+    if p.name in STAGE_FOLDERS and p.parent.name:
+        p = p.parent
     return p.name or "codekiln"
 
 
