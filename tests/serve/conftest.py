@@ -26,7 +26,8 @@ SNIPPETS = ["def {n}(items, limit={k}):\n    total = 0\n    for item in items:\n
             "            total += item\n    return total\n",
             "class {n}:\n    def __init__(self, value={k}):\n        self.value = value\n\n"
             "    def double(self):\n        return self.value * 2\n",
-            "import math\n\n\ndef {n}(p, q):\n    dx = q[0] - p[0]\n    dy = q[1] - p[1]\n    return math.hypot(dx, dy)\n"]
+            "import math\n\n\ndef {n}(p, q):\n    dx = q[0] - p[0]\n    dy = q[1] - p[1]\n"
+            "    return math.hypot(dx, dy)\n"]
 
 
 @pytest.fixture(scope="session")

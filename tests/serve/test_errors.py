@@ -115,3 +115,54 @@ def test_auth_on_and_off(serve_run, server):
         assert get(s.url, "/v1/health").status == 200
         assert get(s.url, "/metrics").status == 401
         assert get(s.url, "/metrics", {"Authorization": "bearer k-two"}).status == 200
+
+
+FIELDS = ["prompt", "suffix", "max_tokens", "temperature", "top_p", "n", "stop", "stream", "seed", "logprobs", "echo",
+          "segments", "language", "input_prefix", "input_suffix", "input_extra", "n_predict", "n_indent", "samplers",
+          "t_max_prompt_ms", "t_max_predict_ms", "response_fields", "n_cmpl", "type", "completion_id", "deadline_ms",
+          "top_k", "stream_options", "model"]
+
+
+def _value(rng, depth=0):
+    kinds = ["int", "float", "str", "none", "bool", "list", "dict"] if depth < 2 else ["int", "str", "none"]
+    kind = rng.choice(kinds)
+    if kind == "int":
+        return rng.choice([0, 1, -1, 3, 2**31, -(2**63), 10**30, 127])
+    if kind == "float":
+        return rng.choice([0.0, 0.5, -0.5, 1.0, 1e308, -1e-308, 2.5])
+    if kind == "str":
+        return rng.choice(["", "x", "def f():\n", "<fim_prefix>a<fim_suffix>b<fim_middle>", "\u0000\ud7ff", "view"])
+    if kind == "none":
+        return None
+    if kind == "bool":
+        return rng.random() < 0.5
+    if kind == "list":
+        return [_value(rng, depth + 1) for _ in range(rng.randint(0, 3))]
+    return {rng.choice(FIELDS + ["prefix", "suffix", "text", "filename"]): _value(rng, depth + 1)
+            for _ in range(rng.randint(0, 3))}
+
+
+def test_random_bodies_never_give_500(server):
+    """Two hundred bodies of random fields and types over every endpoint: 2xx or 4xx, never a 5xx."""
+    import random
+
+    rng = random.Random(1)
+    for _ in range(200):
+        path = rng.choice(["/v1/completions", "/infill", "/completion", "/v1/events"])
+        body = {rng.choice(FIELDS): _value(rng) for _ in range(rng.randint(1, 6))}
+        if rng.random() < 0.5:
+            body["prompt" if path != "/infill" else "input_prefix"] = "def f(x):\n"
+        if "max_tokens" not in body:
+            body["max_tokens"] = 2
+        body.setdefault("n_predict", 2)
+        reply = post(server.url, path, body)
+        assert reply.status < 500, (path, body, reply.raw)
+        if reply.status >= 400:
+            assert reply.json["error"]["message"], (path, body, reply.raw)
+    assert get(server.url, "/health").status == 200
+
+
+def test_tolerated_values(server):
+    """Values other servers accept are accepted: a negative seed, fractional llama.cpp budgets."""
+    assert post(server.url, "/v1/completions", {**OK, "seed": -5, "temperature": 1}).status == 200
+    assert post(server.url, "/infill", {"input_prefix": "x", "n_predict": 2, "t_max_predict_ms": 250.5}).status == 200

@@ -104,7 +104,8 @@ def test_metrics_parse_and_count(server):
     post(server.url, "/v1/completions", {"prompt": PROMPT, "max_tokens": 8, "temperature": 0})
     before = _metrics(server.url)
     for kind in ("view", "view", "select", "dismiss"):
-        assert post(server.url, "/v1/events", {"type": kind, "completion_id": "cmpl-x", "choice_index": 0}).status == 200
+        event = {"type": kind, "completion_id": "cmpl-x", "choice_index": 0}
+        assert post(server.url, "/v1/events", event).status == 200
     post(server.url, "/infill", {"input_prefix": PROMPT, "n_predict": 8, "temperature": 0})
     m = _metrics(server.url)
     for name in ("codekiln_request_latency_seconds_count{endpoint=\"/infill\"}",
@@ -114,8 +115,9 @@ def test_metrics_parse_and_count(server):
                  "codekiln_prefix_cache_hits_total", "codekiln_completion_acceptance_ratio", "codekiln_max_batch",
                  'codekiln_http_requests_total{endpoint="/v1/events",status="200"}'):
         assert name in m, name
-    assert m['codekiln_completion_events_total{type="view"}'] - before.get('codekiln_completion_events_total{type="view"}', 0) == 2
-    assert m['codekiln_completion_events_total{type="select"}'] - before.get('codekiln_completion_events_total{type="select"}', 0) == 1
+    for kind, count in (("view", 2), ("select", 1), ("dismiss", 1)):
+        name = f'codekiln_completion_events_total{{type="{kind}"}}'
+        assert m[name] - before.get(name, 0) == count
     assert 0 < m["codekiln_completion_acceptance_ratio"] <= 1
     assert 0 < m["codekiln_prefix_cache_hit_ratio"] < 1  # the infill shared a prefix with earlier requests
     assert m['codekiln_completion_tokens_total{endpoint="/infill"}'] >= 8 + before.get(
@@ -133,7 +135,8 @@ def test_soak_with_random_disconnects(server):
     rng = random.Random(0)
     bodies = [("/v1/completions", {"prompt": PROMPT + f"    x{i}", "max_tokens": 6, "temperature": 0.5, "seed": i})
               for i in range(20)]
-    bodies += [("/infill", {"input_prefix": PROMPT, "input_suffix": f"\nreturn {i}\n", "n_predict": 6}) for i in range(20)]
+    bodies += [("/infill", {"input_prefix": PROMPT, "input_suffix": f"\nreturn {i}\n", "n_predict": 6})
+               for i in range(20)]
     bodies += [("/v1/completions", {"segments": {"prefix": PROMPT + f"    y{i}", "suffix": "\n"}}) for i in range(20)]
     jobs = [(rng.choice(bodies), rng.random() < 0.2, rng.random() < 0.3) for _ in range(300)]
 

@@ -121,7 +121,8 @@ class _ApiKeys:
             ok |= hmac.compare_digest(given, key)
         if ok:
             return await self.app(scope, receive, send)
-        message = "a valid API key is required: send 'Authorization: Bearer KEY'" if given == b"" else "the API key is not valid"
+        message = ("a valid API key is required: send 'Authorization: Bearer KEY'" if given == b""
+                   else "the API key is not valid")
         await _send_json(send, 401, error_bytes(401, message), [(b"www-authenticate", b"Bearer")])
 
 

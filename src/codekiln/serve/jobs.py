@@ -43,7 +43,8 @@ class Job:
         except Overloaded as exc:
             self.cancel(count=False)
             retry = str(self.state.settings.retry_after_s)
-            raise ApiError(429, f"the server is busy ({exc}); retry in {retry} s", headers={"Retry-After": retry}) from None
+            raise ApiError(429, f"the server is busy ({exc}); retry in {retry} s",
+                           headers={"Retry-After": retry}) from None
         except ShuttingDown:
             self.cancel(count=False)
             raise ApiError(503, "the server is shutting down", headers={"Retry-After": "5"}) from None

@@ -46,7 +46,8 @@ async def infill(request: HttpRequest):
         raise ApiError(400, "this model's tokenizer has no fill-in-the-middle tokens, so it cannot serve /infill")
     max_tokens = prompts.editor_max_tokens(req.n_predict, context, state.settings.editor_max_tokens)
     if max_tokens and not (req.input_prefix or req.input_suffix or req.prompt or req.input_extra):
-        raise ApiError(400, "input_prefix, input_suffix, prompt and input_extra are all empty; nothing to complete from")
+        raise ApiError(400, "input_prefix, input_suffix, prompt and input_extra are all empty; "
+                            "nothing to complete from")
     if state.settings.log_prompts:
         log.info("infill prefix %r prompt %r suffix %r", req.input_prefix, req.prompt, req.input_suffix)
     parts = prompts.FimParts(req.input_prefix, req.input_suffix, extra=[(c.filename, c.text) for c in req.input_extra])

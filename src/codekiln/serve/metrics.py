@@ -80,12 +80,13 @@ class _EngineCollector:
                      s.get("prefilling", 0) + s.get("running", 0))
         yield _gauge("codekiln_max_batch", "sequences decoded together at most", self.engine.max_batch)
         prompt, cached = s.get("prompt_tokens", 0), s.get("cached_tokens", 0)
-        yield _gauge("codekiln_prefix_cache_hit_ratio", "prompt tokens reused from the prefix cache over all prompt tokens",
-                     cached / prompt if prompt else 0.0)
+        yield _gauge("codekiln_prefix_cache_hit_ratio", "prompt tokens reused from the prefix cache over all prompt "
+                     "tokens", cached / prompt if prompt else 0.0)
         yield _counter("codekiln_prefix_cache_hits", "requests that reused a cached prefix", s.get("prefix_hits", 0))
         yield _counter("codekiln_prompt_tokens", "prompt tokens submitted to the engine", prompt)
         yield _counter("codekiln_cached_prompt_tokens", "prompt tokens whose keys and values were reused", cached)
-        yield _counter("codekiln_rejected_requests", "requests refused because the queue was full", s.get("rejected", 0))
+        yield _counter("codekiln_rejected_requests", "requests refused because the queue was full",
+                       s.get("rejected", 0))
         finished = CounterMetricFamily("codekiln_engine_requests", "engine requests by how they finished",
                                        labels=["finish_reason"])
         for key, value in sorted(s.items()):

@@ -44,8 +44,8 @@ async def completions(request: HttpRequest):
     max_tokens = min(16 if req.max_tokens is None else req.max_tokens, state.engine.context // 2)
     fitted = await run_in_threadpool(build_prompts, state, req, max_tokens)
     requests = [Request(prompt=f.ids, max_tokens=max_tokens, temperature=req.temperature, top_p=req.top_p,
-                        top_k=req.top_k, seed=None if req.seed is None else req.seed + j, stop=tuple(req.stop),
-                        deadline_ms=req.deadline_ms, logprobs=req.logprobs)
+                        top_k=req.top_k, seed=None if req.seed is None else (req.seed + j) % 2**64,
+                        stop=tuple(req.stop), deadline_ms=req.deadline_ms, logprobs=req.logprobs)
                 for f in fitted for j in range(req.n)]
     job = Job(state, ENDPOINT, requests, stream=req.stream).submit()
     head = {"id": f"cmpl-{uuid.uuid4().hex}", "created": int(time.time()), "model": state.settings.model_name}

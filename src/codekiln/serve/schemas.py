@@ -220,8 +220,8 @@ class LlamaSampling(_Body):
     samplers: list[str] | str | None = None
     stream: bool = False
     n_probs: int = Field(0, ge=0, le=20)
-    t_max_prompt_ms: int = -1
-    t_max_predict_ms: int = -1
+    t_max_prompt_ms: float = -1
+    t_max_predict_ms: float = -1
     response_fields: list[str] | None = None
     n_cmpl: int | None = Field(None, ge=1)
     n: int | None = Field(None, ge=1)

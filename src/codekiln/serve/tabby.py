@@ -67,7 +67,8 @@ def build_prompt(state, seg: Segments, max_tokens: int) -> FittedPrompt:
     # Most relevant last (fit_repo_fim keeps the last ones when room is short): recently opened files,
     # then snippets of changed files by score, then the declarations the cursor's code uses.
     extra = [(s.filepath, s.body) for s in seg.relevant_snippets_from_recently_opened_files or []]
-    extra += [(s.filepath, s.body) for s in sorted(seg.relevant_snippets_from_changed_files or [], key=lambda s: s.score)]
+    changed = sorted(seg.relevant_snippets_from_changed_files or [], key=lambda s: s.score)
+    extra += [(s.filepath, s.body) for s in changed]
     extra += [(d.filepath, d.body) for d in seg.declarations or []]
     parts = prompts.FimParts(seg.prefix, suffix, extra=extra, path=seg.filepath or "", repo=_repo_name(seg.git_url))
     return prompts.infill(tok, parts, context=context, max_tokens=max_tokens)
@@ -88,7 +89,8 @@ async def health(request: HttpRequest) -> dict:
     name, device = state.settings.model_name, state.settings.device
     return {"model": name, "device": device, "cuda_devices": [],
             "models": {"completion": {"local": {"model_id": name, "device": device}}},
-            "arch": platform.machine() or "unknown", "cpu_info": platform.processor() or platform.machine() or "unknown",
+            "arch": platform.machine() or "unknown",
+            "cpu_info": platform.processor() or platform.machine() or "unknown",
             "cpu_count": os.cpu_count() or 1,
             "version": {"build_date": "", "build_timestamp": "", "git_sha": "",
                         "git_describe": f"{TABBY_API}-codekiln-{__version__}"},
