@@ -99,7 +99,7 @@ def test_the_readme_shows_what_this_file_runs():
 
 RUN_HERE = {"data build", "config show", "tokenizer train", "tokenizer stats", "data tokenize", "train", "plot",
             "complete", "eval humaneval", "eval execute", "eval infill", "eval bpb", "export hf", "export gguf",
-            "import hf", "import gguf"}
+            "import hf", "import gguf", "serve"}
 
 
 def test_every_readme_command_runs_on_a_tiny_trained_model(demo, isolating_mode, capsys):
@@ -129,8 +129,38 @@ def test_every_readme_command_runs_on_a_tiny_trained_model(demo, isolating_mode,
     assert "sandbox mode" in (run / "eval" / "step-4" / "infill" / "results.md").read_text()
     cli("eval", "bpb", "--model", run, "--shards", root / "tokens", "--json", root / "bpb.json")
     assert json.loads((root / "bpb.json").read_text())["val_bpb"] > 0
+    serve_like_the_readme(run)
+    cli.ran.add("serve")
     assert cli.ran >= RUN_HERE - EXPORTS, (RUN_HERE - EXPORTS) - cli.ran
     assert not (run / "checkpoints" / "step-4" / "eval").exists()
+
+
+def serve_like_the_readme(run):
+    """`codekiln serve` as a real process on a free port, the README's curl body, then SIGTERM: exit 0."""
+    import signal
+    import subprocess
+    import sys
+    import urllib.request
+
+    body = re.search(r"curl -s \S+ -d '([^']+)'", README.read_text()).group(1)
+    proc = subprocess.Popen([sys.executable, "-m", "codekiln", "serve", "--model", str(run), "--port", "0"],
+                            stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    try:
+        line = proc.stdout.readline()
+        url = re.search(r"at (http://\S+)", line)
+        assert url, line + proc.stdout.read()
+        request = urllib.request.Request(url.group(1) + "/v1/completions", data=body.encode(),
+                                         headers={"Content-Type": "application/json"})
+        with urllib.request.urlopen(request, timeout=60) as response:
+            answer = json.loads(response.read())
+        assert answer["object"] == "text_completion" and answer["usage"]["completion_tokens"] >= 1
+        assert answer["choices"][0]["finish_reason"] in ("stop", "length")
+        proc.send_signal(signal.SIGTERM)
+        assert proc.wait(timeout=60) == 0
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
 
 
 def test_default_outputs_live_outside_the_checkpoint(demo, isolating_mode, tmp_path):
