@@ -20,6 +20,7 @@ from codekiln.serve import Settings, create_app, serve_in_thread
 from codekiln.tokenizer import load as load_tokenizer
 from codekiln.tokenizer.train import train_tokenizer
 from codekiln.train.checkpoint import save as save_checkpoint
+from serve_client import post, sse
 
 CONTEXT = 256
 SNIPPETS = ["def {n}(items, limit={k}):\n    total = 0\n    for item in items:\n        if item > limit:\n"
@@ -104,9 +105,27 @@ def start(run, settings: Settings, **engine_options):
     return served()
 
 
+MAIN = Settings(model_name="tiny", fim_markers_in_prompt=True, max_body_bytes=64 * 1024)
+
+
 @pytest.fixture(scope="session")
 def server(serve_run):
     """The main server: no auth, FIM markers read in prompts, a 64 KiB body limit, batch 8."""
-    settings = Settings(model_name="tiny", fim_markers_in_prompt=True, max_body_bytes=64 * 1024)
-    with start(serve_run, settings, max_queue=64) as served:
+    with start(serve_run, MAIN, max_queue=64) as served:
         yield served
+
+
+@pytest.fixture(scope="session")
+def cold(serve_run):
+    """cold(path, body, stream=False): one request to a fresh main-like server.
+
+    A fresh server runs the same computation for the same request every time (the same warm-up, an empty
+    prefix cache, a batch of one), so its greedy answers can be compared bit for bit. On a server with a
+    history, a prompt that shares a prefix with an earlier one reuses cached keys and values: a different
+    computation, which may round differently and flip a near tie.
+    """
+    def one(path: str, body: dict, stream: bool = False):
+        with start(serve_run, MAIN, max_queue=64) as s:
+            return sse(s.url, path, body) if stream else post(s.url, path, body)
+
+    return one

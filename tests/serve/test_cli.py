@@ -40,9 +40,9 @@ def test_serve_cli_starts_completes_and_stops_on_sigterm(serve_run, tmp_path):
         url = m.group(1)
         assert "tiny-run" in line and "context 128" in line and "auth on" in line
         assert get(url, "/health").json == {"status": "ok"}
-        assert post(url, "/v1/completions", {"prompt": "def f(x):\n", "max_tokens": 4}).status == 401
-        reply = post(url, "/v1/completions", {"prompt": "def f(x):\n", "max_tokens": 4},
-                     {"Authorization": "Bearer team-key"})
+        once = {"prompt": "def f(x):\n", "max_tokens": 4, "temperature": 0}  # greedy: never the end token
+        assert post(url, "/v1/completions", once).status == 401
+        reply = post(url, "/v1/completions", once, {"Authorization": "Bearer team-key"})
         assert reply.status == 200 and reply.json["usage"]["completion_tokens"] == 4
         assert reply.json["model"] == "tiny-run"
         # SIGTERM while a stream is in flight: the stream still ends properly, then the process exits 0.
@@ -60,6 +60,10 @@ def test_serve_cli_starts_completes_and_stops_on_sigterm(serve_run, tmp_path):
         assert rest.rstrip().endswith("data: [DONE]") and '"finish_reason":"length"' in rest
         assert proc.wait(timeout=30) == 0
         assert "Traceback" not in proc.stderr.read()
+    except AssertionError as exc:
+        if proc.poll() is None:
+            proc.kill()
+        raise AssertionError(f"{exc}\nthe server's stderr:\n{proc.communicate(timeout=30)[1]}") from None
     finally:
         if proc.poll() is None:
             proc.kill()

@@ -17,64 +17,68 @@ SUFFIX = "\n\n\ndef midpoint(p, q):\n    return ((p[0] + q[0]) / 2, (p[1] + q[1]
 N = 24
 
 
-def _openai(server, **extra):
+def _openai(cold, **extra):
     body = {"prompt": PREFIX, "suffix": SUFFIX, "max_tokens": N, "temperature": 0, **extra}
-    return post(server.url, "/v1/completions", body).json["choices"][0]["text"]
+    return cold("/v1/completions", body).json["choices"][0]["text"]
 
 
-def test_fim_is_the_same_text_through_every_api(server):
-    raw = _openai(server)
+def test_fim_is_the_same_text_through_every_api(cold):
+    """The same prefix and suffix through OpenAI's suffix, llama.cpp's /infill and /completion, Continue's marker
+    text and Tabby's segments: the same prompt ids, so (each on a fresh server) the same greedy text."""
+    raw = _openai(cold)
     assert raw  # the random model writes N printable tokens
     # llama.cpp's /infill, streamed (raw text), with the cursor line in input_prefix and an empty `prompt`.
-    infill = {"input_prefix": PREFIX, "input_suffix": SUFFIX, "n_predict": N, "temperature": 0, "samplers": []}
-    status, events = sse(server.url, "/infill", {**infill, "samplers": ["temperature"], "stream": True})
+    infill = {"input_prefix": PREFIX, "input_suffix": SUFFIX, "n_predict": N, "temperature": 0,
+              "samplers": ["temperature"]}
+    status, events = cold("/infill", {**infill, "stream": True}, stream=True)
     assert status == 200
     chunks = [json.loads(e) for e in events]
     assert "".join(c["content"] for c in chunks[:-1]) == raw and chunks[-1]["stop"] is True
     # Continue's layout: FIM marker text in the prompt (this server reads it), through both of its providers.
     marked = f"<fim_prefix>{PREFIX}<fim_suffix>{SUFFIX}<fim_middle>"
-    assert post(server.url, "/v1/completions", {"prompt": marked, "max_tokens": N, "temperature": 0}
+    assert cold("/v1/completions", {"prompt": marked, "max_tokens": N, "temperature": 0}
                 ).json["choices"][0]["text"] == raw
-    done = post(server.url, "/completion", {"prompt": marked, "n_predict": N, "temperature": 0}).json
+    done = cold("/completion", {"prompt": marked, "n_predict": N, "temperature": 0}).json
     assert done["content"] == raw and done["stop_type"] == "limit"
     # The editor APIs clean the same raw text the same way (Tabby asks for --editor-max-tokens, 64).
-    raw64 = _openai(server, max_tokens=64)
-    infilled = post(server.url, "/infill", {**infill, "n_predict": 64, "samplers": ["temperature"]}).json
+    raw64 = _openai(cold, max_tokens=64)
+    infilled = cold("/infill", {**infill, "n_predict": 64}).json
     assert infilled["content"] == for_editor(raw64, PREFIX, SUFFIX, truncated=True) != ""
-    tabby = post(server.url, "/v1/completions", {"language": "python", "segments": {"prefix": PREFIX,
-                                                                                   "suffix": SUFFIX}}).json
+    tabby = cold("/v1/completions", {"language": "python", "segments": {"prefix": PREFIX, "suffix": SUFFIX}}).json
     assert tabby["choices"][0]["text"] == for_editor(raw64, PREFIX, SUFFIX, lang="python", truncated=True) != ""
 
 
-def test_infill_prompt_follows_the_middle_token(server):
+def test_infill_prompt_follows_the_middle_token(server, cold):
     """llama.cpp's `prompt` (the cursor line) goes after <|fim_middle|>: the model continues it, so the answer is
-    the OpenAI FIM completion of the prefix without that line, less the line itself."""
+    the completion of the FIM prompt of the lines before it, with the line after the middle token."""
     head, line = PREFIX.rsplit("\n", 1)
     head += "\n"
     body = {"input_prefix": head, "input_suffix": SUFFIX, "prompt": line, "n_predict": N, "temperature": 0,
             "stream": True}
-    _, events = sse(server.url, "/infill", body)
+    _, events = cold("/infill", body, stream=True)
     streamed = "".join(json.loads(e)["content"] for e in events[:-1])
     tok = server.tok
     ids = [tok.special_ids["<|fim_prefix|>"], *tok.encode(head), tok.special_ids["<|fim_suffix|>"],
            *tok.encode(SUFFIX), tok.special_ids["<|fim_middle|>"], *tok.encode(line)]
-    direct = post(server.url, "/v1/completions", {"prompt": ids, "max_tokens": N, "temperature": 0}).json
-    assert streamed == direct["choices"][0]["text"]
+    direct = cold("/v1/completions", {"prompt": ids, "max_tokens": N, "temperature": 0}).json
+    assert streamed == direct["choices"][0]["text"] != ""
 
 
-def test_prefix_reuse_gives_the_cold_answer(server):
-    """A request that extends the previous one (an editor typing) reuses its cached keys and values and
-    gives the same greedy text as a cold run of the same prompt (the random model has no near ties here)."""
+def test_prefix_reuse_gives_the_cold_answer(server, cold):
+    """Requests that extend the previous one (an editor typing) reuse its cached keys and values and give the
+    greedy text of a cold run of the same prompt. Reuse computes the rest of the prompt apart, which may round
+    differently and flip a near tie: one answer in nine may differ (none does with this model)."""
     fields = {"input_suffix": SUFFIX, "n_predict": 16, "temperature": 0, "samplers": ["temperature"]}
-    first = post(server.url, "/infill", {**fields, "input_prefix": PREFIX + "math"}).json
-    typed = post(server.url, "/infill", {**fields, "input_prefix": PREFIX + "math."}).json
-    assert typed["timings"]["cache_n"] > 0 and first["timings"]["prompt_n"] > typed["timings"]["prompt_n"]
-    assert typed["tokens_cached"] == typed["tokens_evaluated"] + typed["tokens_predicted"]
-    # The same prompt cold: on a fresh server, whose cache holds nothing.
-    with start(server.run, Settings(model_name="cold")) as cold:
-        again = post(cold.url, "/infill", {**fields, "input_prefix": PREFIX + "math."}).json
-    assert again["timings"]["cache_n"] < typed["timings"]["cache_n"]
-    assert again["content"] == typed["content"]
+    typed = PREFIX + "math.hypot(dx, dy)"
+    post(server.url, "/infill", {**fields, "input_prefix": typed[:len(PREFIX)]})
+    same, reused, ends = 0, 0, range(len(PREFIX) + 2, len(typed) + 1, 2)
+    for end in ends:  # keystrokes of two characters
+        warm = post(server.url, "/infill", {**fields, "input_prefix": typed[:end]}).json
+        fresh = cold("/infill", {**fields, "input_prefix": typed[:end]}).json
+        reused += warm["timings"]["cache_n"] > fresh["timings"]["cache_n"]
+        assert warm["tokens_cached"] == warm["tokens_evaluated"] + warm["tokens_predicted"]
+        same += warm["content"] == fresh["content"]
+    assert len(ends) == 9 and reused == 9 and same >= 8, (reused, same)
 
 
 def test_warm_up_fills_the_cache(server):
