@@ -105,12 +105,14 @@ def start(run, settings: Settings, **engine_options):
     return served()
 
 
-MAIN = Settings(model_name="tiny", fim_markers_in_prompt=True, max_body_bytes=64 * 1024)
+# Disconnects are polled every 5 ms (20 by default), so a dropped request is noticed long before the
+# tiny model could finish it on a fast machine.
+MAIN = Settings(model_name="tiny", fim_markers_in_prompt=True, max_body_bytes=64 * 1024, disconnect_poll_s=0.005)
 
 
 @pytest.fixture(scope="session")
 def server(serve_run):
-    """The main server: no auth, FIM markers read in prompts, a 64 KiB body limit, batch 8."""
+    """The main server: no auth, FIM markers read in prompts, a 64 KiB body limit, batch 8, queue 64."""
     with start(serve_run, MAIN, max_queue=64) as served:
         yield served
 

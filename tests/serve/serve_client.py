@@ -74,9 +74,9 @@ def sse(url: str, path: str, body, headers: dict | None = None, timeout: float =
         conn.close()
 
 
-def send_and_drop(url: str, path: str, body, wait_s: float = 0.0, read_first: bool = False) -> bytes:
-    """Send a request, optionally read up to its first server-sent event, then close the socket (an editor
-    cancelling)."""
+def send_and_drop(url: str, path: str, body, wait_s: float = 0.0, read_first: bool = False, until=None) -> bytes:
+    """Send a request, optionally read up to its first server-sent event, wait `wait_s` or `until()` is true,
+    then close the socket (an editor cancelling)."""
     parts = urlsplit(url)
     data = json.dumps(body).encode()
     sock = socket.create_connection((parts.hostname, parts.port), timeout=30)
@@ -91,6 +91,9 @@ def send_and_drop(url: str, path: str, body, wait_s: float = 0.0, read_first: bo
         got += more
     if wait_s:
         time.sleep(wait_s)
+    end = time.monotonic() + 10
+    while until is not None and not until() and time.monotonic() < end:
+        time.sleep(0.001)
     sock.shutdown(socket.SHUT_RDWR)
     sock.close()
     return got
