@@ -15,7 +15,7 @@ EXTRAS := test,spark,compare,tensorboard,wandb,export,serve
 NUMERIC_ENV   := ATEN_CPU_CAPABILITY=avx2 MKL_ENABLE_INSTRUCTIONS=AVX2 ONEDNN_MAX_CPU_ISA=AVX2 OMP_NUM_THREADS=1
 # The two-process tests compare a run with itself (bitwise, the same computation on both sides), so the
 # first pass covers them; they are left out of this one.
-NUMERIC_TESTS := tests/model tests/infer tests/train tests/eval tests/export --ignore=tests/train/test_distributed.py
+NUMERIC_TESTS := tests/model tests/infer tests/train tests/eval tests/export tests/serve --ignore=tests/train/test_distributed.py
 
 .PHONY: demo test test-fast test-numeric install system clean bench
 

@@ -119,7 +119,7 @@ def run(args) -> int:
     import torch
 
     import codekiln
-    from codekiln.infer import Engine
+    from codekiln.infer import Engine, pack_linear
     from codekiln.serve.app import create_app
     from codekiln.serve.server import bind, make_server, url_of
     from codekiln.serve.settings import Settings
@@ -130,6 +130,8 @@ def run(args) -> int:
     sock = bind(args.host, args.port)  # before loading: a port in use fails at once
     torch.set_flush_denormal(True)  # denormal floats make a CPU's matrix products many times slower
     model, tok = codekiln.load(args.model, quantize=args.quantize)
+    if args.quantize == "none":
+        pack_linear(model)  # the LM head on oneDNN's prepacked fp32 path: same arithmetic, faster decode steps
     loaded = time.monotonic()
     context = min(model.cfg.context, args.context or DEFAULT_CONTEXT)
     engine = Engine(model, tok, max_batch=args.max_batch, max_queue=args.max_queue, context=context,
