@@ -89,3 +89,15 @@ def tokenizer_dir(ckpt: Path) -> Path:
     if is_export(ckpt):
         return Path(ckpt)
     return Path(ckpt).parent.parent / "tokenizer"
+
+
+def repo_level_fim(ckpt: Path) -> bool:
+    """Whether the model was trained on repository-level FIM (other files of the repository behind
+    `<|file_sep|>` tokens, then the current file as FIM): the `"repo_level_fim": true` record in the
+    checkpoint's config.json (or an export's codekiln.json). Clients add other files as repository
+    context only then; a model that never saw that layout is prompted with the current file alone."""
+    record = Path(ckpt) / ("codekiln.json" if is_export(ckpt) else "config.json")
+    try:
+        return bool(json.loads(record.read_text()).get("repo_level_fim", False))
+    except (OSError, json.JSONDecodeError, AttributeError):
+        return False
