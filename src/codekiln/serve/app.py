@@ -20,16 +20,16 @@ from starlette.responses import JSONResponse, Response
 
 from codekiln import __version__
 from codekiln.errors import UserError
-from codekiln.serve import llamacpp, openai, tabby
+from codekiln.serve import llamacpp, openai, playground, tabby
 from codekiln.serve.errors import ApiError, error_body, error_bytes, error_response
 from codekiln.serve.metrics import Metrics
 from codekiln.serve.schemas import Model, ModelList
 from codekiln.serve.settings import Settings
 
 log = logging.getLogger("codekiln.serve")
-OPEN_PATHS = frozenset({"/health", "/v1/health"})
+OPEN_PATHS = frozenset({"/health", "/v1/health", "/"})
 ENDPOINTS = frozenset({"/v1/completions", "/infill", "/completion", "/v1/events", "/v1/health", "/v1/models",
-                       "/v1beta/server_setting", "/health", "/metrics"})
+                       "/v1beta/server_setting", "/health", "/metrics", "/"})
 
 
 class State:
@@ -53,6 +53,7 @@ def create_app(engine, tok, settings: Settings | None = None) -> FastAPI:
     app.include_router(openai.router)
     app.include_router(tabby.router)
     app.include_router(llamacpp.router)
+    app.include_router(playground.router)
 
     @app.get("/health")
     async def health() -> dict:
