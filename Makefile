@@ -31,7 +31,8 @@ $(STAMP): pyproject.toml constraints.txt
 
 install: $(STAMP)
 
-# System packages the tests use (bubblewrap: the sandbox's bwrap mode), installed with apt-get when this
+# System packages the tests use (bubblewrap: the sandbox's bwrap mode; chromium: the playground's browser
+# tests, driven by Playwright through /usr/bin/chromium, never a downloaded browser), installed with apt-get when this
 # runs as root on Debian, as CI does; elsewhere the tests that need them skip with a one-line reason.
 system:
 	@if ! command -v bwrap >/dev/null 2>&1; then \
@@ -39,6 +40,12 @@ system:
 	    (apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq bubblewrap >/dev/null) \
 	      || echo "note: could not install bubblewrap; the sandbox's bwrap-mode tests will skip"; \
 	  else echo "note: bubblewrap is not installed (not root on Debian); the bwrap-mode tests will skip"; fi; \
+	fi
+	@if ! [ -x /usr/bin/chromium ]; then \
+	  if [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1; then \
+	    (apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium >/dev/null) \
+	      || echo "note: could not install chromium; the playground's browser tests will skip"; \
+	  else echo "note: chromium is not installed (not root on Debian); the playground's browser tests will skip"; fi; \
 	fi
 
 demo: $(STAMP)
