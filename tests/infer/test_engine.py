@@ -7,9 +7,12 @@ import time
 
 import pytest
 import torch
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from codekiln.errors import UserError
 from codekiln.infer import Engine, Overloaded, Request, ShuttingDown, generate, quantize_int8
+from codekiln.infer.slots import common_prefix
 
 PROMPTS = ["def name_3(items", "class name_7:\n    def", "x", "print(name_5(3))\nif __name__",
            "def name_1(items, limit=4):\n    total = 0\n    for item in items:\n"]
@@ -264,3 +267,11 @@ def test_event_callback_failure_does_not_stop_the_engine(infer_tok, trained_lm, 
     assert engine.submit(Request(prompt=ids, max_tokens=3), on_event=boom).wait(30).finish_reason in ("length", "eos")
     assert engine.complete(Request(prompt=ids, max_tokens=3)).finish_reason in ("length", "eos")
     assert threading.active_count() >= 1
+
+
+@settings(max_examples=300, deadline=None)
+@given(st.lists(st.integers(0, 3), max_size=40), st.lists(st.integers(0, 3), max_size=8), st.integers(0, 40))
+def test_common_prefix_is_the_first_difference(a, tail, cut):
+    b = a[:cut] + tail
+    want = next((i for i, (x, y) in enumerate(zip(a, b)) if x != y), min(len(a), len(b)))
+    assert common_prefix(a, b) == common_prefix(b, a) == want
