@@ -153,8 +153,8 @@ def run(args) -> int:
         backend = HttpBackend(args.server, key, max_tokens=args.max_tokens, deadline_ms=args.deadline_ms,
                               repo_context=args.repo_context == "on")
         what = "no model loaded here"
+    server = build_server(backend, debounce_ms=args.debounce_ms)
     try:
-        server = build_server(backend, debounce_ms=args.debounce_ms)
         protocol_out = sys.stdout.buffer
         sys.stdout = sys.stderr  # a stray print must not corrupt the protocol stream
         print(f"codekiln lsp: ready in {time.monotonic() - t0:.2f} s ({backend.describe()}; {what}; "
