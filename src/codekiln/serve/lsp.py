@@ -58,7 +58,8 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
                    help="with --model: int8 dynamic linear layers")
     p.add_argument("--max-batch", type=int, default=4, help="with --model: sequences decoded together (default 4)")
     p.add_argument("--context", type=int,
-                   help=f"with --model: context per sequence in tokens (default: the model's, at most {DEFAULT_CONTEXT})")
+                   help=f"with --model: context per sequence in tokens "
+                        f"(default: the model's, at most {DEFAULT_CONTEXT})")
     p.add_argument("--threads", type=int, help="with --model: torch threads of the engine (default: torch's choice)")
 
 
