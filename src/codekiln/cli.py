@@ -506,8 +506,10 @@ def build_parser() -> argparse.ArgumentParser:
         ip.set_defaults(func=_cmd_import)
 
     from codekiln.serve.cli import add_parser as add_serve_parser
+    from codekiln.serve.lsp import add_parser as add_lsp_parser
 
-    add_serve_parser(sub)  # stage 5: `codekiln serve` (its heavy imports wait until the command runs)
+    add_serve_parser(sub)  # stage 5: `codekiln serve` and `codekiln lsp` (their heavy imports wait until they run)
+    add_lsp_parser(sub)
 
     plt = sub.add_parser("plot", help="render a run's loss, bits/byte and throughput curves to PNG")
     plt.add_argument("run", help="run directory")
