@@ -17,7 +17,10 @@ three speak):
                  gguf` file (f32; q8_0 with --quantize int8), `--parallel N` slots, `-c N x C`, its prompt
                  cache on. It tokenizes the text itself with its own pre-tokenizer, so its prompts can have
                  a few more or fewer tokens: the prompt-token column shows it.
-All use T threads (--threads, default: every core) and the same per-sequence context C.
+All use T threads (--threads, default: every core), the same OpenMP wait policy (--omp-wait-policy,
+default passive: both torch and llama.cpp run on OpenMP, and when the threads share the cores with the
+editors' client and other work, spinning workers made llama-server 5-10x slower at 4 slots in trials on
+a 2-core machine) and the same per-sequence context C.
 
 Editors: N editors (N = the concurrency) each take a real Python file of this interpreter's standard
 library, pick a function in it and type it again from its first line: the buffer is the text above the
@@ -37,6 +40,9 @@ the engines, so a change in machine load hits them all; ratios are ratios of med
                  counts as slower than any
   cancel         share of the typing phase's requests cancelled by the next keystroke
   tok/req        completion tokens per answered request (engines may stop at different tokens)
+  prompt tok     prompt tokens per answered request, as the server counts them
+  cached %       share of those prompt tokens the server took from its prefix cache (timings.cache_n): the
+                 prompt's start shifts when the editor's window drops a line, and then nothing is reused
   burst tok/s    completion tokens per second of wall time when every editor sends its next request the
                  moment its answer arrives (closed loop, no cancellation): the server's throughput
   cold s         process start to the first completion received, a short prompt (imports, model load and
@@ -60,6 +66,7 @@ import os
 import queue
 import random
 import re
+import shlex
 import signal
 import socket
 import subprocess
@@ -178,6 +185,7 @@ class Answer:
     ttft: float = math.inf
     tokens: int = 0
     prompt_tokens: int = 0
+    cached_tokens: int = 0
     text: str = ""
     error: str = ""
     cancelled: bool = False
@@ -238,6 +246,7 @@ async def post_stream(port: int, path: str, body: dict, answer: Answer) -> Answe
                     continue
                 answer.tokens = int(event.get("tokens_predicted", 0))
                 timings = event.get("timings", {})
+                answer.cached_tokens = int(timings.get("cache_n", 0))
                 answer.prompt_tokens = int(timings.get("prompt_n", 0)) + int(timings.get("cache_n", 0)) or \
                     int(event.get("tokens_evaluated", 0))
         if answer.status != 200:
@@ -306,11 +315,12 @@ class Engine:
     name: str
     argv: object  # callable(port, n) -> argv
     env: dict = field(default_factory=dict)
+    fresh_cache: bool = False  # an empty torch.compile cache at every start
 
 
 def engines(args, exports: dict, context: int) -> list[Engine]:
     """The engines of this run, codekiln first."""
-    out = [Engine("codekiln", lambda port, n: [
+    out = [Engine("codekiln", fresh_cache=args.fresh_compile_cache, argv=lambda port, n: [
         str(BIN / "codekiln"), "serve", "--model", args.model, "--host", HOST, "--port", str(port),
         "--max-batch", str(n), "--context", str(context), "--threads", str(args.threads), "--deadline-ms", "0",
         "--quantize", args.quantize])]
@@ -324,7 +334,7 @@ def engines(args, exports: dict, context: int) -> list[Engine]:
         out.append(Engine(f"llama.cpp {kind}", lambda port, n: [
             str(exports["llama_server"]), "-m", str(exports["gguf"]), "--host", HOST, "--port", str(port),
             "-t", str(args.threads), "-tb", str(args.threads), "--parallel", str(n), "-c", str(n * context),
-            "-ngl", "0", "--no-webui", "--log-disable"]))
+            "--no-webui", "--log-disable", *shlex.split(args.llama_args)]))
     return out
 
 
@@ -435,8 +445,13 @@ async def one_round(engine: Engine, n: int, editors: list[Editor], args, path: s
                     rep: int) -> Round:
     """Start `engine` for concurrency n, measure, stop it."""
     port = free_port()
-    server = Server(engine.name, engine.argv(port, n), port, logdir / f"{engine.name.replace(' ', '-')}-c{n}-r{rep}.log",
-                    env=engine.env)
+    env = dict(engine.env)
+    if args.omp_wait_policy != "default":
+        env["OMP_WAIT_POLICY"] = args.omp_wait_policy.upper()
+    if engine.fresh_cache:
+        env["TORCHINDUCTOR_CACHE_DIR"] = tempfile.mkdtemp(prefix="inductor-", dir=logdir)
+    log = logdir / f"{engine.name.replace(' ', '-')}-c{n}-r{rep}.log"
+    server = Server(engine.name, engine.argv(port, n), port, log, env=env)
     server.start()
     try:
         ready, cold = await start_up(server, path, first_body(editors[0].bodies[0]))
@@ -455,8 +470,8 @@ async def one_round(engine: Engine, n: int, editors: list[Editor], args, path: s
     finally:
         server.stop()
     errors = [a.error for a in answers + burst_answers if a.error]
-    return Round(ready, cold, answers, sum(a.tokens for a in burst_answers if not a.error), burst_seconds, burst_answers,
-                 errors)
+    burst_tokens = sum(a.tokens for a in burst_answers if not a.error)
+    return Round(ready, cold, answers, burst_tokens, burst_seconds, burst_answers, errors)
 
 
 # ---------------------------------------------------------------------------------------------------------
@@ -481,6 +496,7 @@ def figures(r: Round) -> dict:
             "cancel": 100 * sum(a.cancelled for a in r.answers) / max(1, len(r.answers)),
             "tok_req": sum(a.tokens for a in ok) / max(1, len(ok)),
             "prompt": sum(a.prompt_tokens for a in ok) / max(1, len(ok)),
+            "cached": 100 * sum(a.cached_tokens for a in ok) / max(1, sum(a.prompt_tokens for a in ok)),
             "burst": r.burst_tokens / r.burst_seconds if r.burst_seconds > 0 else math.nan,
             "cold": r.cold, "ready": r.ready, "errors": len(r.errors)}
 
@@ -499,8 +515,8 @@ def print_table(results: dict, names: list[str], levels: list[int], args) -> Non
     """The table of every engine and concurrency, then the ratios codekiln / peer."""
     cap = args.keystroke_ms
     cols = ("engine", "conc", "P50 ms", "P95 ms", "P99 ms", "TTFT ms", "cancel %", "tok/req", "prompt tok",
-            "burst tok/s", "cold s", "errors")
-    widths = (16, 5, 17, 17, 17, 15, 10, 8, 11, 18, 15, 7)
+            "cached %", "burst tok/s", "cold s", "errors")
+    widths = (16, 5, 17, 17, 17, 15, 10, 8, 11, 9, 18, 15, 7)
     print("".join(f"{c:>{w}}" if i else f"{c:<{w}}" for i, (c, w) in enumerate(zip(cols, widths))))
     for n in levels:
         for name in names:
@@ -511,7 +527,8 @@ def print_table(results: dict, names: list[str], levels: list[int], args) -> Non
             cells = (name, str(n), fmt_ms([x["p50"] for x in f], cap), fmt_ms([x["p95"] for x in f], cap),
                      fmt_ms([x["p99"] for x in f], cap), fmt_ms([x["ttft"] for x in f], cap),
                      spread([x["cancel"] for x in f], ".0f"), f"{median([x['tok_req'] for x in f]):.1f}",
-                     f"{median([x['prompt'] for x in f]):.0f}", spread([x["burst"] for x in f], ".0f"),
+                     f"{median([x['prompt'] for x in f]):.0f}", f"{median([x['cached'] for x in f]):.0f}",
+                     spread([x["burst"] for x in f], ".0f"),
                      spread([x["cold"] for x in f], ".2f"), str(sum(x["errors"] for x in f)))
             print("".join(f"{c:>{w}}" if i else f"{c:<{w}}" for i, (c, w) in enumerate(zip(cells, widths))))
     print("ratios (codekiln against each peer, ratios of medians): P95 latency peer/codekiln (>1: codekiln "
@@ -835,7 +852,7 @@ def parse_args() -> argparse.Namespace:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--model", default=DEFAULT_MODEL, help=f"run, checkpoint, export or import directory "
                                                            f"(default {DEFAULT_MODEL})")
-    ap.add_argument("--concurrency", default="1,4,8", help="simulated editors at once, a comma list (default 1,4,8)")
+    ap.add_argument("--concurrency", help="simulated editors at once, a comma list (default 1,4,8; 1,2 with --quick)")
     ap.add_argument("--requests-per-editor", type=int, default=24, help="keystroke requests per editor (default 24)")
     ap.add_argument("--burst-per-editor", type=int, default=8,
                     help="closed-loop requests per editor for the throughput figure (default 8)")
@@ -848,17 +865,26 @@ def parse_args() -> argparse.Namespace:
     ap.add_argument("--context", type=int, default=None,
                     help="per-sequence context of every engine (default: the model's, at most 2048)")
     ap.add_argument("--threads", type=int, default=os.cpu_count(), help="threads of every engine (default: every core)")
+    ap.add_argument("--omp-wait-policy", choices=("passive", "active", "default"), default="passive",
+                    help="OMP_WAIT_POLICY of every server (torch and llama.cpp both use OpenMP; default passive: "
+                         "with every core busy, spinning threads make llama-server 5-10x slower; 'default' "
+                         "leaves each engine's own)")
     ap.add_argument("--quantize", choices=("none", "int8"), default="none",
                     help="int8: codekiln serve --quantize int8, llama.cpp on the q8_0 export, transformers with "
                          "dynamic int8 linear layers")
     ap.add_argument("--skip-transformers", action="store_true")
     ap.add_argument("--skip-llamacpp", action="store_true")
     ap.add_argument("--llama-server", help="the llama-server binary (default: the venv's, from build_llama_server.sh)")
+    ap.add_argument("--llama-args", default="", help="more llama-server options, one string (e.g. '--poll 0')")
     ap.add_argument("--work", default=os.path.join(tempfile.gettempdir(), "codekiln-serve-latency"),
                     help="where exports and server logs are kept between runs")
+    ap.add_argument("--fresh-compile-cache", action="store_true",
+                    help="start codekiln with an empty torch.compile cache each time (TORCHINDUCTOR_CACHE_DIR), for "
+                         "the cold-cache start-up when decode steps are compiled")
     ap.add_argument("--seed", type=int, default=0, help="picks the files and functions the editors type")
     ap.add_argument("--quick", action="store_true",
-                    help="smoke test: 2 editors (concurrency 1,2), 4 requests each, 2 burst, 1 round")
+                    help="smoke test: concurrency 1,2 (unless given), 4 requests and 2 burst requests per editor, "
+                         "1 round")
     add_repeats(ap)
     # The transformers peer's server process (started by this script).
     ap.add_argument("--peer-server", action="store_true", help=argparse.SUPPRESS)
@@ -869,7 +895,8 @@ def parse_args() -> argparse.Namespace:
     if args.peer_server:
         return args
     if args.quick:
-        args.concurrency, args.requests_per_editor, args.burst_per_editor = "1,2", 4, 2
+        args.requests_per_editor, args.burst_per_editor = 4, 2
+    args.concurrency = args.concurrency or ("1,2" if args.quick else "1,4,8")
     try:
         args.levels = sorted({int(c) for c in args.concurrency.split(",") if c.strip()})
     except ValueError:
@@ -920,7 +947,8 @@ def main() -> None:
 
     print(f"model {args.model}: {cfg.n_layers} layers, d_model {cfg.d_model}, vocab {cfg.vocab_size}, "
           f"{'FIM' if fim else 'no FIM'}; per-sequence context {context}; quantize {args.quantize}")
-    print(f"{args.threads} threads for every engine; torch {torch.__version__}; {os.cpu_count()} cores; "
+    print(f"{args.threads} threads for every engine, OMP_WAIT_POLICY {args.omp_wait_policy}; "
+          f"torch {torch.__version__}; {os.cpu_count()} cores; "
           f"engines: {', '.join(names)}")
     print(f"editors type {args.chars} characters every {args.keystroke_ms:.0f} ms ({args.requests_per_editor} "
           f"requests each), then send {args.burst_per_editor} back-to-back; n_predict {args.max_tokens}, greedy, "
