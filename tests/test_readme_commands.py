@@ -99,7 +99,7 @@ def test_the_readme_shows_what_this_file_runs():
 
 RUN_HERE = {"data build", "config show", "tokenizer train", "tokenizer stats", "data tokenize", "train", "plot",
             "complete", "eval humaneval", "eval execute", "eval infill", "eval bpb", "export hf", "export gguf",
-            "import hf", "import gguf", "serve"}
+            "import hf", "import gguf", "serve", "lsp"}
 
 
 def test_every_readme_command_runs_on_a_tiny_trained_model(demo, isolating_mode, capsys):
@@ -131,6 +131,8 @@ def test_every_readme_command_runs_on_a_tiny_trained_model(demo, isolating_mode,
     assert json.loads((root / "bpb.json").read_text())["val_bpb"] > 0
     serve_like_the_readme(run)
     cli.ran.add("serve")
+    lsp_like_the_readme(run)
+    cli.ran.add("lsp")
     assert cli.ran >= RUN_HERE - EXPORTS, (RUN_HERE - EXPORTS) - cli.ran
     assert not (run / "checkpoints" / "step-4" / "eval").exists()
 
@@ -259,3 +261,43 @@ def test_the_readme_export_and_import_commands(demo, tmp_path):
     cli("import", "hf", tmp_path / "smollm2-hf", "--out", tmp_path / "smollm2-again", "--quiet")
     cli("complete", "--model", tmp_path / "smollm2-again", "def add(a, b):", "--max-new-tokens", "4")
     assert cli.ran >= EXPORTS, EXPORTS - cli.ran
+
+
+def lsp_like_the_readme(run):
+    """`codekiln lsp --model RUN` over stdio: initialize (inline completion advertised), shutdown, exit: status 0."""
+    import subprocess
+    import sys
+
+    def frame(message: dict) -> bytes:
+        body = json.dumps(message).encode()
+        return b"Content-Length: %d\r\n\r\n" % len(body) + body
+
+    def read(stream) -> dict:
+        length = 0
+        while (line := stream.readline().strip()):
+            if line.lower().startswith(b"content-length:"):
+                length = int(line.split(b":")[1])
+        return json.loads(stream.read(length))
+
+    proc = subprocess.Popen([sys.executable, "-m", "codekiln", "lsp", "--model", str(run)],
+                            stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL)
+    try:
+        proc.stdin.write(frame({"jsonrpc": "2.0", "id": 1, "method": "initialize",
+                                "params": {"processId": None, "rootUri": None, "capabilities": {}}}))
+        proc.stdin.flush()
+        answer = read(proc.stdout)
+        while "id" not in answer:  # notifications (log messages) may come first
+            answer = read(proc.stdout)
+        assert answer["result"]["capabilities"].get("inlineCompletionProvider") is not None
+        proc.stdin.write(frame({"jsonrpc": "2.0", "method": "initialized", "params": {}})
+                         + frame({"jsonrpc": "2.0", "id": 2, "method": "shutdown"}))
+        proc.stdin.flush()
+        while read(proc.stdout).get("id") != 2:
+            pass
+        proc.stdin.write(frame({"jsonrpc": "2.0", "method": "exit"}))
+        proc.stdin.close()
+        assert proc.wait(timeout=60) == 0
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
