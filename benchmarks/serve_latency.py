@@ -352,6 +352,7 @@ class Round:
     burst_seconds: float
     burst_answers: list[Answer]
     errors: list[str]
+    state: dict = field(default_factory=dict)  # codekiln's /metrics after the round
 
 
 async def health_ok(port: int) -> bool:
@@ -369,6 +370,47 @@ async def health_ok(port: int) -> bool:
         return False
     finally:
         writer.close()
+
+
+async def get_text(port: int, path: str) -> str:
+    """The body of GET path ('' when it fails)."""
+    try:
+        reader, writer = await asyncio.open_connection(HOST, port)
+    except OSError:
+        return ""
+    try:
+        writer.write(f"GET {path} HTTP/1.1\r\nHost: {HOST}:{port}\r\nConnection: close\r\n\r\n".encode())
+        await writer.drain()
+        data = await asyncio.wait_for(reader.read(), 30.0)
+    except (OSError, asyncio.TimeoutError):
+        return ""
+    finally:
+        writer.close()
+    head, _, body = data.partition(b"\r\n\r\n")
+    if b"chunked" in head.lower():  # de-chunk
+        out, rest = bytearray(), body
+        while rest:
+            size_line, _, rest = rest.partition(b"\r\n")
+            size = int(size_line.split(b";")[0] or b"0", 16)
+            if size == 0:
+                break
+            out += rest[:size]
+            rest = rest[size + 2:]
+        body = bytes(out)
+    return body.decode("utf-8", "replace")
+
+
+async def engine_state(port: int) -> dict:
+    """codekiln's /metrics after a round: active sequences, queue depth, cancellations, rejections."""
+    want = {"codekiln_active_sequences": "active", "codekiln_queue_depth": "queued",
+            "codekiln_cancellations_total": "cancellations", "codekiln_rejected_requests_total": "rejected"}
+    out: dict = {}
+    for line in (await get_text(port, "/metrics")).splitlines():
+        name, _, value = line.rpartition(" ")
+        name = name.partition("{")[0]  # summed over the labels (endpoint)
+        if name in want:
+            out[want[name]] = out.get(want[name], 0.0) + float(value)
+    return out
 
 
 async def start_up(server: Server, path: str, body: dict) -> tuple[float, float]:
@@ -467,11 +509,15 @@ async def one_round(engine: Engine, n: int, editors: list[Editor], args, path: s
         burst_answers = [a for r in bursts for a in r]
         if not server.alive():
             raise RuntimeError(f"{engine.name} died during the round:\n{server.tail()}")
+        state = {}
+        if engine.name == "codekiln":  # every sequence should have left the engine by now
+            await asyncio.sleep(0.3)
+            state = await engine_state(port)
     finally:
         server.stop()
     errors = [a.error for a in answers + burst_answers if a.error]
     burst_tokens = sum(a.tokens for a in burst_answers if not a.error)
-    return Round(ready, cold, answers, burst_tokens, burst_seconds, burst_answers, errors)
+    return Round(ready, cold, answers, burst_tokens, burst_seconds, burst_answers, errors, state)
 
 
 # ---------------------------------------------------------------------------------------------------------
@@ -853,9 +899,10 @@ def parse_args() -> argparse.Namespace:
     ap.add_argument("--model", default=DEFAULT_MODEL, help=f"run, checkpoint, export or import directory "
                                                            f"(default {DEFAULT_MODEL})")
     ap.add_argument("--concurrency", help="simulated editors at once, a comma list (default 1,4,8; 1,2 with --quick)")
-    ap.add_argument("--requests-per-editor", type=int, default=24, help="keystroke requests per editor (default 24)")
-    ap.add_argument("--burst-per-editor", type=int, default=8,
-                    help="closed-loop requests per editor for the throughput figure (default 8)")
+    ap.add_argument("--requests-per-editor", type=int,
+                    help="keystroke requests per editor (default 24; 4 with --quick)")
+    ap.add_argument("--burst-per-editor", type=int,
+                    help="closed-loop requests per editor for the throughput figure (default 8; 2 with --quick)")
     ap.add_argument("--keystroke-ms", type=float, default=250.0,
                     help="time between an editor's requests; a request still running then is cancelled (default 250)")
     ap.add_argument("--chars", type=int, default=4, help="characters typed between requests (default 4)")
@@ -894,8 +941,10 @@ def parse_args() -> argparse.Namespace:
     args = ap.parse_args()
     if args.peer_server:
         return args
-    if args.quick:
-        args.requests_per_editor, args.burst_per_editor = 4, 2
+    if args.requests_per_editor is None:
+        args.requests_per_editor = 4 if args.quick else 24
+    if args.burst_per_editor is None:
+        args.burst_per_editor = 2 if args.quick else 8
     args.concurrency = args.concurrency or ("1,2" if args.quick else "1,4,8")
     try:
         args.levels = sorted({int(c) for c in args.concurrency.split(",") if c.strip()})
@@ -967,10 +1016,16 @@ def main() -> None:
                     print(f"round {rep + 1}, {engine.name} at concurrency {n} failed: {exc}", flush=True)
                     continue
                 results.setdefault((engine.name, n), []).append(r)
+                if r.state and (r.state.get("active") or r.state.get("queued")):
+                    print(f"  warning: after the round codekiln still holds {r.state.get('active', 0):.0f} active and "
+                          f"{r.state.get('queued', 0):.0f} queued sequences (leaked?)", flush=True)
                 f = figures(r)
                 print(f"  round {rep + 1}/{args.repeats}, {engine.name:15} conc {n}: P95 {fmt_ms([f['p95']], cap)} ms, "
                       f"TTFT {fmt_ms([f['ttft']], cap)} ms, cancel {f['cancel']:.0f}%, burst {f['burst']:.0f} tok/s, "
-                      f"ready {f['ready']:.2f} s, cold {f['cold']:.2f} s, errors {f['errors']}", flush=True)
+                      f"ready {f['ready']:.2f} s, cold {f['cold']:.2f} s, errors {f['errors']}"
+                      + (f"; server counted {r.state.get('cancellations', 0):.0f} cancellations of "
+                         f"{sum(a.cancelled for a in r.answers)}, rejected {r.state.get('rejected', 0):.0f}"
+                         if r.state else ""), flush=True)
     print(f"\nmedian [min-max] of {args.repeats} round(s); server logs in {logdir}")
     print_table(results, names, args.levels, args)
     print_errors(results)
