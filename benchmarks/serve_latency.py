@@ -588,7 +588,7 @@ def print_table(results: dict, names: list[str], levels: list[int], args) -> Non
 
             def r(key: str, flip: bool = False) -> str:
                 a, b = median([x[key] for x in fo]), median([x[key] for x in ft])
-                if math.inf in (a, b) or not a or not b or math.nan in (a, b):
+                if math.inf in (a, b) or not a or not b or math.isnan(a) or math.isnan(b):
                     return "n/a (cancelled past the keystroke)" if math.inf in (a, b) else "n/a"
                 return f"{(b / a if flip else a / b):.2f}x"
 
@@ -1019,6 +1019,9 @@ def main() -> None:
                 if r.state and (r.state.get("active") or r.state.get("queued")):
                     print(f"  warning: after the round codekiln still holds {r.state.get('active', 0):.0f} active and "
                           f"{r.state.get('queued', 0):.0f} queued sequences (leaked?)", flush=True)
+                if r.state and r.state.get("cancellations", 0) > sum(a.cancelled for a in r.answers):
+                    print("  warning: codekiln counted more cancellations than the editors made: finished requests "
+                          "are being counted as cancelled", flush=True)
                 f = figures(r)
                 print(f"  round {rep + 1}/{args.repeats}, {engine.name:15} conc {n}: P95 {fmt_ms([f['p95']], cap)} ms, "
                       f"TTFT {fmt_ms([f['ttft']], cap)} ms, cancel {f['cancel']:.0f}%, burst {f['burst']:.0f} tok/s, "
