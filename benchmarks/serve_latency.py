@@ -47,6 +47,8 @@ the engines, so a change in machine load hits them all; ratios are ratios of med
                  moment its answer arrives (closed loop, no cancellation): the server's throughput
   cold s         process start to the first completion received, a short prompt (imports, model load and
                  warm-up included); the per-round lines also give `ready`, to /health answering 200
+After each codekiln round its /metrics must show no active or queued sequence (else a warning: leaked
+sequences), and the cancellations it counted are printed next to the editors' own count.
 
     python benchmarks/serve_latency.py [--model runs/demo/run] [--repeats 3] [--concurrency 1,4,8]
     python benchmarks/serve_latency.py --quick        # smoke test: 2 editors, 4 requests each, 1 round
