@@ -1018,12 +1018,6 @@ def main() -> None:
                     print(f"round {rep + 1}, {engine.name} at concurrency {n} failed: {exc}", flush=True)
                     continue
                 results.setdefault((engine.name, n), []).append(r)
-                if r.state and (r.state.get("active") or r.state.get("queued")):
-                    print(f"  warning: after the round codekiln still holds {r.state.get('active', 0):.0f} active and "
-                          f"{r.state.get('queued', 0):.0f} queued sequences (leaked?)", flush=True)
-                if r.state and r.state.get("cancellations", 0) > sum(a.cancelled for a in r.answers):
-                    print("  warning: codekiln counted more cancellations than the editors made: finished requests "
-                          "are being counted as cancelled", flush=True)
                 f = figures(r)
                 print(f"  round {rep + 1}/{args.repeats}, {engine.name:15} conc {n}: P95 {fmt_ms([f['p95']], cap)} ms, "
                       f"TTFT {fmt_ms([f['ttft']], cap)} ms, cancel {f['cancel']:.0f}%, burst {f['burst']:.0f} tok/s, "
@@ -1031,6 +1025,12 @@ def main() -> None:
                       + (f"; server counted {r.state.get('cancellations', 0):.0f} cancellations of "
                          f"{sum(a.cancelled for a in r.answers)}, rejected {r.state.get('rejected', 0):.0f}"
                          if r.state else ""), flush=True)
+                if r.state and (r.state.get("active") or r.state.get("queued")):
+                    print(f"  warning: after the round codekiln still holds {r.state.get('active', 0):.0f} active and "
+                          f"{r.state.get('queued', 0):.0f} queued sequences (leaked?)", flush=True)
+                if r.state and r.state.get("cancellations", 0) > sum(a.cancelled for a in r.answers):
+                    print("  warning: codekiln counted more cancellations than the editors made: finished requests "
+                          "are being counted as cancelled", flush=True)
     print(f"\nmedian [min-max] of {args.repeats} round(s); server logs in {logdir}")
     print_table(results, names, args.levels, args)
     print_errors(results)
