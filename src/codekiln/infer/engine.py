@@ -457,8 +457,8 @@ class Engine:
             self._emit(seq, Event("delta", result.text[seq.sent:]))
             seq.sent = len(result.text)
         seq.handle.result = result
+        seq.handle._done.set()  # before the event: a consumer woken by it sees the handle done
         self._emit(seq, Event("done", result=result))
-        seq.handle._done.set()
 
     def _emit(self, seq: _Seq, event: Event) -> None:
         if seq.handle.on_event is None:

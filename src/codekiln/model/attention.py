@@ -20,7 +20,8 @@ import torch.nn.functional as F
 def alibi_slopes(n_heads: int, bias_max: float = 8.0) -> torch.Tensor:
     """Per-head ALiBi slopes 2^(-bias_max * i / n) (MPT's rule for head counts that are not powers of two)."""
     n = 2 ** math.ceil(math.log2(n_heads))
-    m = torch.arange(1, n + 1, dtype=torch.float64) * (bias_max / n)
+    # On the CPU even inside a meta-device build: a meta arange imports torch's reference ops (a slow cold start).
+    m = torch.arange(1, n + 1, dtype=torch.float64, device="cpu") * (bias_max / n)
     slopes = 1.0 / torch.pow(2.0, m)
     if n != n_heads:
         slopes = torch.cat([slopes[1::2], slopes[::2]])[:n_heads]

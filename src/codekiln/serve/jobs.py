@@ -89,7 +89,7 @@ class Job:
 
     def cancel(self, count: bool = True) -> None:
         """Drop the engine requests that are still running; count a cancellation if any was."""
-        running = [h for h in self.handles if not h.done]
+        running = [h for i, h in enumerate(self.handles) if self.results[i] is None and not h.done]
         for h in running:
             h.cancel()
         if running and count and not self._closed:
