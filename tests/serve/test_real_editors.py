@@ -1,5 +1,5 @@
-"""Real editors against a real codekiln: Vim running llama.vim on `codekiln serve`'s /infill, Emacs's eglot and
-Neovim's built-in LSP client on `codekiln lsp`. Each editor is driven as a user drives it (keys typed in a
+"""Real editors against a real codekiln: Vim running llama.vim on `codekiln serve`'s /infill; Emacs (eglot, and
+lsp-mode with company) and Neovim's built-in LSP client on `codekiln lsp`. Each editor is driven as a user drives it (keys typed in a
 terminal, or the completion command) and the test reads what ends up in the file. A test is skipped with
 its reason when its editor (or llama.vim's source) is not on this machine; docs/editors.md lists the packages.
 """
@@ -121,35 +121,57 @@ def test_vim_llama_vim_shows_and_accepts_a_completion_from_codekiln_serve(server
     assert completion.strip(), f"Tab inserted nothing: {text!r}"
 
 
-def _eglot() -> bool:
+def _emacs_has(feature: str) -> bool:
+    """Whether `emacs --batch` can load this feature (Debian's elpa-* packages are on its load path)."""
     if not shutil.which("emacs"):
         return False
-    probe = subprocess.run(["emacs", "--batch", "--eval", "(princ (if (require 'eglot nil t) \"yes\" \"no\"))"],
+    probe = subprocess.run(["emacs", "--batch", "--eval", f"(princ (if (require '{feature} nil t) \"yes\" \"no\"))"],
                            capture_output=True, text=True, timeout=60)
     return probe.stdout.strip().endswith("yes")
+
+
+def _emacs_complete(script: str, server_cmd: list[str], tmp_path: Path) -> tuple[dict, str]:
+    """Run an Emacs batch script of editors_real/ on geo.py with the cursor after "return "; its JSON result and
+    the buffer's text before the cursor."""
+    src = tmp_path / "geo.py"
+    src.write_text(SOURCE.replace("    return\n", "    return \n"))
+    out = tmp_path / "result.json"
+    env = _env(CK_FILE=str(src), CK_LINE=str(SOURCE.count("\n")), CK_COLUMN=str(len(LAST) + 1), CK_OUT=str(out),
+               CK_SERVER=json.dumps(server_cmd))
+    run = subprocess.run(["emacs", "--batch", "-l", str(HELPERS / script)], env=env, cwd=tmp_path,
+                         capture_output=True, text=True, timeout=180)
+    assert run.returncode == 0 and out.exists(), run.stderr[-3000:]
+    return json.loads(out.read_text()), SOURCE.replace("    return\n", "    return ")
 
 
 @pytest.mark.skipif(not shutil.which("emacs"), reason="emacs is not installed (Debian: emacs-nox)")
 def test_emacs_eglot_completes_from_codekiln_lsp(serve_run, tmp_path):
     """Emacs with eglot starts `codekiln lsp --model RUN`; `completion-at-point` after "return " offers codekiln's
-    item and inserts its text (eglot applies the item's textEdit)."""
-    if not _eglot():
+    item and inserts its whole text (eglot applies the item's textEdit)."""
+    if not _emacs_has("eglot"):
         pytest.skip("eglot is not available to emacs (Emacs 28: Debian's elpa-eglot; built in from Emacs 29)")
-    src = tmp_path / "geo.py"
-    src.write_text(SOURCE.replace("    return\n", "    return \n"))
-    out = tmp_path / "result.json"
     cmd = [sys.executable, "-m", "codekiln", "lsp", "--model", str(serve_run), "--threads", "1", "--debounce-ms", "0"]
-    env = _env(CK_FILE=str(src), CK_LINE=str(SOURCE.count("\n")), CK_COLUMN=str(len(LAST) + 1), CK_OUT=str(out),
-               CK_SERVER=json.dumps(cmd))
-    run = subprocess.run(["emacs", "--batch", "-l", str(HELPERS / "eglot_complete.el")], env=env, cwd=tmp_path,
-                         capture_output=True, text=True, timeout=180)
-    assert run.returncode == 0 and out.exists(), run.stderr[-3000:]
-    result = json.loads(out.read_text())
+    result, before = _emacs_complete("eglot_complete.el", cmd, tmp_path)
     assert result["details"] == ["codekiln"], result
     inserted = result["filter_texts"][0]  # the item's whole text: the word typed (none here) plus the completion
     assert inserted.strip() and result["candidates"][0] == inserted.strip().split("\n")[0][:80]
-    before = SOURCE.replace("    return\n", "    return ")
     assert result["text"] == before + inserted + "\n", result
+    assert result["point"] == len(before) + len(inserted)
+
+
+@pytest.mark.skipif(not shutil.which("emacs"), reason="emacs is not installed (Debian: emacs-nox)")
+def test_emacs_lsp_mode_with_company_completes_from_codekiln_lsp(server, tmp_path):
+    """Emacs with lsp-mode and company on `codekiln lsp --server URL`: company's first candidate is the item's
+    label (its first line) and taking it inserts the item's whole text."""
+    missing = [f for f in ("lsp-mode", "company") if not _emacs_has(f)]
+    if missing:
+        pytest.skip(f"not available to emacs: {', '.join(missing)} (Debian: elpa-lsp-mode, elpa-company)")
+    cmd = [sys.executable, "-m", "codekiln", "lsp", "--server", server.url, "--debounce-ms", "0"]
+    result, before = _emacs_complete("lsp_mode_complete.el", cmd, tmp_path)
+    assert len(result["candidates"]) == 1, result
+    assert result["text"].startswith(before) and result["text"].endswith("\n"), result
+    inserted = result["text"][len(before):-1]
+    assert inserted.strip() and result["candidates"][0] == inserted.strip().split("\n")[0][:80], result
     assert result["point"] == len(before) + len(inserted)
 
 
