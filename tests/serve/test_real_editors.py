@@ -1,7 +1,8 @@
 """Real editors against a real codekiln: Vim running llama.vim on `codekiln serve`'s /infill; Emacs (eglot, and
-lsp-mode with company) and Neovim's built-in LSP client on `codekiln lsp`. Each editor is driven as a user drives it (keys typed in a
-terminal, or the completion command) and the test reads what ends up in the file. A test is skipped with
-its reason when its editor (or llama.vim's source) is not on this machine; docs/editors.md lists the packages.
+lsp-mode with company) and Neovim's built-in LSP client on `codekiln lsp`. Each editor is driven as a user
+drives it (keys typed in a terminal, or the completion command) and the test reads what ends up in the file.
+A test is skipped with its reason when its editor (or llama.vim's source) is not on this machine;
+docs/editors.md lists the packages.
 """
 
 from __future__ import annotations
@@ -29,16 +30,19 @@ HINT = b"38;5;202m"  # llama.vim draws its ghost text in colour 202 (its llama_h
 ERROR = re.compile(r"\bE\d{2,4}:|Error detected")
 
 
-def _env(**extra: str) -> dict[str, str]:
-    """The environment of an editor: no user configuration, a 256-colour terminal, one thread for torch."""
+def _env(home: Path, **extra: str) -> dict[str, str]:
+    """The environment of an editor: a fresh home (none of the user's configuration or plugins), a 256-colour
+    terminal, one thread for torch."""
     env = {k: v for k, v in os.environ.items() if not k.startswith(("VIM", "MYVIMRC", "NVIM", "XDG_"))}
-    return {**env, "TERM": "xterm-256color", "OMP_NUM_THREADS": "1", "PYTHONUNBUFFERED": "1", **extra}
+    return {**env, "HOME": str(home), "TERM": "xterm-256color", "OMP_NUM_THREADS": "1", "PYTHONUNBUFFERED": "1",
+            **extra}
 
 
 def _http_counts(url: str, endpoint: str) -> dict[str, float]:
     """codekiln_http_requests_total for one endpoint, by status, from /metrics."""
     counts: dict[str, float] = {}
-    pattern = re.compile(r'codekiln_http_requests_total\{endpoint="%s",status="(\d+)"\} ([\d.e+]+)' % re.escape(endpoint))
+    pattern = re.compile(r'codekiln_http_requests_total\{endpoint="%s",status="(\d+)"\} ([\d.e+]+)'
+                         % re.escape(endpoint))
     for line in get(url, "/metrics").raw.decode().splitlines():
         m = pattern.fullmatch(line)
         if m:
@@ -88,7 +92,7 @@ def test_vim_llama_vim_shows_and_accepts_a_completion_from_codekiln_serve(server
         "filetype plugin indent on",
     ]) + "\n")
     before = _http_counts(server.url, "/infill")
-    vim = Terminal(["vim", "-u", str(vimrc), "-i", "NONE", "-n", str(src)], _env(), str(tmp_path))
+    vim = Terminal(["vim", "-u", str(vimrc), "-i", "NONE", "-n", str(src)], _env(tmp_path), str(tmp_path))
     try:
         vim.pump(1.0)
         assert vim.status is None, vim.text()
@@ -136,8 +140,8 @@ def _emacs_complete(script: str, server_cmd: list[str], tmp_path: Path) -> tuple
     src = tmp_path / "geo.py"
     src.write_text(SOURCE.replace("    return\n", "    return \n"))
     out = tmp_path / "result.json"
-    env = _env(CK_FILE=str(src), CK_LINE=str(SOURCE.count("\n")), CK_COLUMN=str(len(LAST) + 1), CK_OUT=str(out),
-               CK_SERVER=json.dumps(server_cmd))
+    env = _env(tmp_path, CK_FILE=str(src), CK_LINE=str(SOURCE.count("\n")), CK_COLUMN=str(len(LAST) + 1),
+               CK_OUT=str(out), CK_SERVER=json.dumps(server_cmd))
     run = subprocess.run(["emacs", "--batch", "-l", str(HELPERS / script)], env=env, cwd=tmp_path,
                          capture_output=True, text=True, timeout=180)
     assert run.returncode == 0 and out.exists(), run.stderr[-3000:]
@@ -192,7 +196,7 @@ def test_neovim_builtin_lsp_omni_completion_from_codekiln_lsp(server, tmp_path):
     src.write_text(SOURCE.replace("    return\n", "    return \n"))
     ready = tmp_path / "ready"
     cmd = [sys.executable, "-m", "codekiln", "lsp", "--server", server.url, "--debounce-ms", "0"]
-    env = _env(CK_SERVER=json.dumps(cmd), CK_READY=str(ready))
+    env = _env(tmp_path, CK_SERVER=json.dumps(cmd), CK_READY=str(ready))
     messages = tmp_path / "messages.txt"
     nvim = Terminal(["nvim", "-u", str(HELPERS / "nvim_lsp_init.lua"), "-i", "NONE", "-n", str(src)], env,
                     str(tmp_path))

@@ -38,7 +38,8 @@
     (setq result
           (list :probe probe
                 :candidates (vconcat (mapcar #'substring-no-properties candidates))
-                :filter_texts (vconcat (mapcar (lambda (c) (or (plist-get (ck--lsp-item c) :filterText) "")) candidates))
+                :filter_texts (vconcat (mapcar (lambda (c) (or (plist-get (ck--lsp-item c) :filterText) ""))
+                                               candidates))
                 :details (vconcat (mapcar (lambda (c) (or (plist-get (ck--lsp-item c) :detail) "")) candidates)))))
   (let ((completion-in-region-function #'completion--in-region)
         (completion-at-point-functions '(eglot-completion-at-point)))

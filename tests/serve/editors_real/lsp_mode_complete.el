@@ -1,4 +1,4 @@
-;;; lsp_mode_complete.el --- complete at a point with lsp-mode and `codekiln lsp', in batch mode  -*- lexical-binding: t -*-
+;;; lsp_mode_complete.el --- lsp-mode + company on `codekiln lsp', in batch mode  -*- lexical-binding: t -*-
 
 ;; Run as: emacs --batch -l lsp_mode_complete.el
 ;; Environment as for eglot_complete.el: CK_FILE, CK_LINE (1-based), CK_COLUMN (0-based), CK_SERVER (the
@@ -35,7 +35,7 @@
   (lsp-register-client
    (make-lsp-client :new-connection (lsp-stdio-connection server)
                     :major-modes '(python-mode)
-                    :priority 10
+                    :add-on? t
                     :server-id 'codekiln))
   (lsp-workspace-folders-add dir)
   (find-file file)
