@@ -31,21 +31,18 @@ $(STAMP): pyproject.toml constraints.txt
 
 install: $(STAMP)
 
-# System packages the tests use (bubblewrap: the sandbox's bwrap mode; chromium: the playground's browser
-# tests, driven by Playwright through /usr/bin/chromium, never a downloaded browser), installed with apt-get when this
-# runs as root on Debian, as CI does; elsewhere the tests that need them skip with a one-line reason.
+# System packages the tests use, installed with apt-get when this runs as root on Debian, as CI does; elsewhere
+# the tests that need them skip with a one-line reason. bubblewrap: the sandbox's bwrap mode; chromium: the
+# playground's browser tests (Playwright drives /usr/bin/chromium, never a downloaded browser); vim, curl,
+# neovim, emacs-nox with elpa-eglot, elpa-lsp-mode and elpa-company: the real-editor tests (tests/serve/test_real_editors.py).
+SYSTEM_PACKAGES := bubblewrap chromium vim curl neovim emacs-nox elpa-eglot elpa-lsp-mode elpa-company
 system:
-	@if ! command -v bwrap >/dev/null 2>&1; then \
+	@missing=$$(for p in $(SYSTEM_PACKAGES); do dpkg -s $$p >/dev/null 2>&1 || echo $$p; done 2>/dev/null); \
+	if [ -n "$$missing" ]; then \
 	  if [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1; then \
-	    (apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq bubblewrap >/dev/null) \
-	      || echo "note: could not install bubblewrap; the sandbox's bwrap-mode tests will skip"; \
-	  else echo "note: bubblewrap is not installed (not root on Debian); the bwrap-mode tests will skip"; fi; \
-	fi
-	@if ! [ -x /usr/bin/chromium ]; then \
-	  if [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1; then \
-	    (apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium >/dev/null) \
-	      || echo "note: could not install chromium; the playground's browser tests will skip"; \
-	  else echo "note: chromium is not installed (not root on Debian); the playground's browser tests will skip"; fi; \
+	    (apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq $$missing >/dev/null) \
+	      || echo "note: could not install $$missing; the tests that need them will skip"; \
+	  else echo "note: not installed: $$missing (not root on Debian); the tests that need them will skip"; fi; \
 	fi
 
 demo: $(STAMP)
