@@ -33,6 +33,8 @@ class Job:
         self.results: list[Result | None] = [None] * len(requests)
         self.started = time.monotonic()
         self._closed = False
+        self._count_cancel = False  # the client went away: count the cancellation when the engine confirms it
+        self._counted = False
 
     def submit(self) -> "Job":
         """Queue every request on the engine; a 429 (queue full), 503 (shutting down) or 400 ApiError."""
@@ -54,7 +56,14 @@ class Job:
         return self
 
     def _on_event(self, index: int, event: Event) -> None:
-        """Called on the engine's thread: hand the event to the event loop (deltas only when streaming)."""
+        """Called on the engine's thread: hand the event to the event loop (deltas only when streaming).
+
+        A cancellation is counted here, once per HTTP request, when the engine reports a request it really
+        dropped: a request that finished while its client was leaving is not a cancellation."""
+        if (event.kind == "done" and event.result.finish_reason == "cancelled" and self._count_cancel
+                and not self._counted):
+            self._counted = True
+            self.state.metrics.cancellations.labels(self.endpoint).inc()
         if event.kind != "done" and not self.stream:
             return
         try:
@@ -88,12 +97,13 @@ class Job:
         return list(self.results)
 
     def cancel(self, count: bool = True) -> None:
-        """Drop the engine requests that are still running; count a cancellation if any was."""
+        """Drop the engine requests that are still running; with `count`, the cancellation is counted when the
+        engine confirms one (see _on_event)."""
         running = [h for i, h in enumerate(self.handles) if self.results[i] is None and not h.done]
+        if running and count and not self._closed:
+            self._count_cancel = True
         for h in running:
             h.cancel()
-        if running and count and not self._closed:
-            self.state.metrics.cancellations.labels(self.endpoint).inc()
 
     def close(self) -> None:
         """The HTTP answer is over (or abandoned): cancel what still runs, record the metrics once."""
