@@ -17,7 +17,9 @@ three speak):
                  gguf` file (f32; q8_0 with --quantize int8), `--parallel N` slots, `-c N x C`, its prompt
                  cache on. It tokenizes the text itself with its own pre-tokenizer, so its prompts can have
                  a few more or fewer tokens: the prompt-token column shows it.
-All use T threads (--threads, default: every core), the same OpenMP wait policy (--omp-wait-policy,
+Threads: with --threads T every engine uses T; by default each uses its own default (codekiln serve: one
+core less than the machine, so its HTTP event loop has a core; llama.cpp and transformers: every core, the
+best each showed in trials). All use the same OpenMP wait policy (--omp-wait-policy,
 default passive: both torch and llama.cpp run on OpenMP, and when the threads share the cores with the
 editors' client and other work, spinning workers made llama-server 5-10x slower at 4 slots in trials on
 a 2-core machine) and the same per-sequence context C.
@@ -45,6 +47,8 @@ the engines, so a change in machine load hits them all; ratios are ratios of med
                  prompt's start shifts when the editor's window drops a line, and then nothing is reused
   burst tok/s    completion tokens per second of wall time when every editor sends its next request the
                  moment its answer arrives (closed loop, no cancellation): the server's throughput
+  burst P50/P95  end-to-end latency of those closed-loop requests (n_predict tokens each, none cancelled):
+                 the latency of a whole completion at that concurrency
   cold s         process start to the first completion received, a short prompt (imports, model load and
                  warm-up included); the per-round lines also give `ready`, to /health answering 200
 After each codekiln round its /metrics must show no active or queued sequence (else a warning: leaked
@@ -324,18 +328,19 @@ def engines(args, exports: dict, context: int) -> list[Engine]:
     """The engines of this run, codekiln first."""
     out = [Engine("codekiln", fresh_cache=args.fresh_compile_cache, argv=lambda port, n: [
         str(BIN / "codekiln"), "serve", "--model", args.model, "--host", HOST, "--port", str(port),
-        "--max-batch", str(n), "--context", str(context), "--threads", str(args.threads), "--deadline-ms", "0",
-        "--quantize", args.quantize])]
+        "--max-batch", str(n), "--context", str(context), "--deadline-ms", "0", "--quantize", args.quantize,
+        *(["--threads", str(args.threads)] if args.threads else [])])]
     if "hf" in exports:
         out.append(Engine("transformers", lambda port, n: [
             sys.executable, os.path.abspath(__file__), "--peer-server", "--model", args.model,
             "--hf", str(exports["hf"]), "--port", str(port), "--max-batch", str(n), "--context", str(context),
-            "--threads", str(args.threads), "--quantize", args.quantize]))
+            "--threads", str(args.threads or os.cpu_count()), "--quantize", args.quantize]))
     if "gguf" in exports:
         kind = exports["gguf_kind"]
         out.append(Engine(f"llama.cpp {kind}", lambda port, n: [
             str(exports["llama_server"]), "-m", str(exports["gguf"]), "--host", HOST, "--port", str(port),
-            "-t", str(args.threads), "-tb", str(args.threads), "--parallel", str(n), "-c", str(n * context),
+            "-t", str(args.threads or os.cpu_count()), "-tb", str(args.threads or os.cpu_count()),
+            "--parallel", str(n), "-c", str(n * context),
             "--no-webui", "--log-disable", *shlex.split(args.llama_args)]))
     return out
 
@@ -546,6 +551,8 @@ def figures(r: Round) -> dict:
             "prompt": sum(a.prompt_tokens for a in ok) / max(1, len(ok)),
             "cached": 100 * sum(a.cached_tokens for a in ok) / max(1, sum(a.prompt_tokens for a in ok)),
             "burst": r.burst_tokens / r.burst_seconds if r.burst_seconds > 0 else math.nan,
+            "bp50": percentile([1000 * a.seconds for a in r.burst_answers], 50),
+            "bp95": percentile([1000 * a.seconds for a in r.burst_answers], 95),
             "cold": r.cold, "ready": r.ready, "errors": len(r.errors)}
 
 
@@ -563,8 +570,8 @@ def print_table(results: dict, names: list[str], levels: list[int], args) -> Non
     """The table of every engine and concurrency, then the ratios codekiln / peer."""
     cap = args.keystroke_ms
     cols = ("engine", "conc", "P50 ms", "P95 ms", "P99 ms", "TTFT ms", "cancel %", "tok/req", "prompt tok",
-            "cached %", "burst tok/s", "cold s", "errors")
-    widths = (16, 5, 17, 17, 17, 15, 10, 8, 11, 9, 18, 15, 7)
+            "cached %", "burst tok/s", "burst P50", "burst P95", "cold s", "errors")
+    widths = (16, 5, 17, 17, 17, 15, 10, 8, 11, 9, 18, 17, 17, 15, 7)
     print("".join(f"{c:>{w}}" if i else f"{c:<{w}}" for i, (c, w) in enumerate(zip(cols, widths))))
     for n in levels:
         for name in names:
@@ -576,11 +583,12 @@ def print_table(results: dict, names: list[str], levels: list[int], args) -> Non
                      fmt_ms([x["p99"] for x in f], cap), fmt_ms([x["ttft"] for x in f], cap),
                      spread([x["cancel"] for x in f], ".0f"), f"{median([x['tok_req'] for x in f]):.1f}",
                      f"{median([x['prompt'] for x in f]):.0f}", f"{median([x['cached'] for x in f]):.0f}",
-                     spread([x["burst"] for x in f], ".0f"),
+                     spread([x["burst"] for x in f], ".0f"), spread([x["bp50"] for x in f], ".0f"),
+                     spread([x["bp95"] for x in f], ".0f"),
                      spread([x["cold"] for x in f], ".2f"), str(sum(x["errors"] for x in f)))
             print("".join(f"{c:>{w}}" if i else f"{c:<{w}}" for i, (c, w) in enumerate(zip(cells, widths))))
     print("ratios (codekiln against each peer, ratios of medians): P95 latency peer/codekiln (>1: codekiln "
-          "answers sooner), burst tok/s codekiln/peer, cold start peer/codekiln")
+          "answers sooner), burst tok/s codekiln/peer, burst P95 peer/codekiln, cold start peer/codekiln")
     for name in names[1:]:
         for n in levels:
             ours, theirs = results.get(("codekiln", n)), results.get((name, n))
@@ -595,7 +603,7 @@ def print_table(results: dict, names: list[str], levels: list[int], args) -> Non
                 return f"{(b / a if flip else a / b):.2f}x"
 
             print(f"  vs {name:14} conc {n}: P95 {r('p95', flip=True)}, burst tok/s {r('burst')}, "
-                  f"cold start {r('cold', flip=True)}")
+                  f"burst P95 {r('bp95', flip=True)}, cold start {r('cold', flip=True)}")
 
 
 def print_errors(results: dict) -> None:
@@ -913,7 +921,9 @@ def parse_args() -> argparse.Namespace:
     ap.add_argument("--suffix-lines", type=int, default=16, help="lines below the cursor sent (default 16)")
     ap.add_argument("--context", type=int, default=None,
                     help="per-sequence context of every engine (default: the model's, at most 2048)")
-    ap.add_argument("--threads", type=int, default=os.cpu_count(), help="threads of every engine (default: every core)")
+    ap.add_argument("--threads", type=int, default=None,
+                    help="threads of every engine (default: each engine's own default: codekiln serve's (one core "
+                         "less than the machine, for its HTTP event loop), every core for llama.cpp and transformers)")
     ap.add_argument("--omp-wait-policy", choices=("passive", "active", "default"), default="passive",
                     help="OMP_WAIT_POLICY of every server (torch and llama.cpp both use OpenMP; default passive: "
                          "with every core busy, spinning threads make llama-server 5-10x slower; 'default' "
@@ -953,7 +963,7 @@ def parse_args() -> argparse.Namespace:
     except ValueError:
         ap.error(f"--concurrency takes a comma list of integers, not {args.concurrency!r}")
     for name in ("requests_per_editor", "burst_per_editor", "chars", "max_tokens", "prefix_lines", "threads"):
-        if getattr(args, name) < 1:
+        if getattr(args, name) is not None and getattr(args, name) < 1:
             ap.error(f"--{name.replace('_', '-')} must be at least 1")
     if not args.levels or args.levels[0] < 1:
         ap.error("--concurrency needs levels of at least 1")
@@ -998,7 +1008,9 @@ def main() -> None:
 
     print(f"model {args.model}: {cfg.n_layers} layers, d_model {cfg.d_model}, vocab {cfg.vocab_size}, "
           f"{'FIM' if fim else 'no FIM'}; per-sequence context {context}; quantize {args.quantize}")
-    print(f"{args.threads} threads for every engine, OMP_WAIT_POLICY {args.omp_wait_policy}; "
+    threads = (f"{args.threads} threads for every engine" if args.threads else
+               f"threads: codekiln serve's default, {os.cpu_count()} for llama.cpp and transformers")
+    print(f"{threads}, OMP_WAIT_POLICY {args.omp_wait_policy}; "
           f"torch {torch.__version__}; {os.cpu_count()} cores; "
           f"engines: {', '.join(names)}")
     print(f"editors type {args.chars} characters every {args.keystroke_ms:.0f} ms ({args.requests_per_editor} "

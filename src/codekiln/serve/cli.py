@@ -44,7 +44,9 @@ def add_parser(subparsers) -> argparse.ArgumentParser:
     p.add_argument("--deadline-ms", type=float, default=DEFAULT_DEADLINE_MS,
                    help=f"latency budget of a request that sets none (default {DEFAULT_DEADLINE_MS:.0f}; 0: none)")
     p.add_argument("--quantize", choices=("none", "int8"), default="none", help="int8: dynamic int8 linear layers")
-    p.add_argument("--threads", type=int, help="torch threads of the engine (default: torch's choice)")
+    p.add_argument("--threads", type=int,
+                   help="torch threads of the engine (default: one less than torch's default, the cores, at least 1: "
+                        "the HTTP event loop keeps a core)")
     p.add_argument("--max-body-bytes", type=int, default=DEFAULT_MAX_BODY_BYTES,
                    help=f"largest request body accepted, else 413 (default {DEFAULT_MAX_BODY_BYTES})")
     p.add_argument("--editor-max-tokens", type=int, default=DEFAULT_EDITOR_MAX_TOKENS,
@@ -93,6 +95,17 @@ def _check(args) -> None:
         raise UserError(f"--deadline-ms must be >= 0, not {args.deadline_ms}")
 
 
+def engine_threads() -> int:
+    """The engine's default thread count: one less than torch's default (the physical cores), at least 1.
+
+    Measured on 2 cores (docs/benchmarks.md): with both cores in the matrix products, the HTTP event loop
+    (streaming, JSON, disconnect polls) waits for a core at every token, and 4 concurrent streams got
+    ~280 tokens/s; with one engine thread, ~335."""
+    import torch
+
+    return max(1, torch.get_num_threads() - 1)
+
+
 def model_name(path: str) -> str:
     """A name for the served model: the run (or export) directory's name, or the pipeline run folder's name for
     one of its stage folders (`runs/demo/run` is "demo")."""
@@ -135,7 +148,7 @@ def run(args) -> int:
     loaded = time.monotonic()
     context = min(model.cfg.context, args.context or DEFAULT_CONTEXT)
     engine = Engine(model, tok, max_batch=args.max_batch, max_queue=args.max_queue, context=context,
-                    default_deadline_ms=args.deadline_ms, threads=args.threads).start()
+                    default_deadline_ms=args.deadline_ms, threads=args.threads or engine_threads()).start()
     try:
         engine.warmup()
         settings = Settings(model_name=args.model_name or model_name(args.model), api_keys=keys,
