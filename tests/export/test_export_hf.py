@@ -3,14 +3,11 @@
 import json
 import random
 
-import pyarrow as pa
-import pyarrow.parquet as pq
 import pytest
 import torch
 from model_runs import make_run
 from safetensors import safe_open
 
-from codekiln.data.document import DOCUMENT_SCHEMA
 from codekiln.errors import UserError
 from codekiln.export import hf as export_module
 from codekiln.export.hf import export_hf
@@ -19,7 +16,6 @@ from codekiln.model import ModelConfig, Transformer
 from codekiln.model.config import PRESETS
 from codekiln.tokenizer import SPECIAL_TOKENS, tokenizer_hash
 from codekiln.tokenizer import load as load_tokenizer
-from codekiln.tokenizer.train import train_tokenizer
 
 transformers = pytest.importorskip("transformers")
 
@@ -50,21 +46,12 @@ ARCHITECTURE = {"llama": "LlamaForCausalLM", "mpt": "MptForCausalLM", "neox": "G
 
 
 @pytest.fixture(scope="module")
-def tok_dir(tmp_path_factory):
+def tok_dir(code_tokenizer):
     """A byte-level BPE tokenizer of 384 tokens trained on generated Python."""
-    root = tmp_path_factory.mktemp("export-tok")
     rng = random.Random(0)
-    rows = []
-    for i in range(120):
-        text = "".join(rng.choice(SNIPPETS).format(n=f"name_{rng.randint(0, 30)}", k=rng.randint(0, 99))
-                       for _ in range(rng.randint(2, 5)))
-        rows.append({"id": f"{i:032x}", "content": text, "path": f"f{i}.py", "repo": f"repo{i // 10}",
-                     "lang": "Python", "license": "MIT", "source": "test", "bytes": len(text.encode()),
-                     "stars": None, "cluster_id": f"{i:032x}"})
-    (root / "corpus" / "data").mkdir(parents=True)
-    pq.write_table(pa.Table.from_pylist(rows, schema=DOCUMENT_SCHEMA), root / "corpus" / "data" / "part-0.parquet")
-    train_tokenizer(root / "corpus", root / "tok", vocab_size=384, holdout_fraction=0.0, progress=False)
-    return root / "tok"
+    texts = ["".join(rng.choice(SNIPPETS).format(n=f"name_{rng.randint(0, 30)}", k=rng.randint(0, 99))
+                     for _ in range(rng.randint(2, 5))) for _ in range(120)]
+    return code_tokenizer("export-tok", texts)
 
 
 def prompt_ids(tok):

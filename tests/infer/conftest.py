@@ -2,15 +2,11 @@
 
 import random
 
-import pyarrow as pa
-import pyarrow.parquet as pq
 import pytest
 import torch
 
-from codekiln.data.document import DOCUMENT_SCHEMA
 from codekiln.model import ModelConfig, Transformer
 from codekiln.tokenizer import load as load_tokenizer
-from codekiln.tokenizer.train import train_tokenizer
 
 STEPS = 100
 SNIPPETS = ["def {n}(items, limit={k}):\n    total = 0\n    for item in items:\n        if item > limit:\n"
@@ -28,18 +24,9 @@ def corpus_texts(docs=200, seed=0) -> list[str]:
 
 
 @pytest.fixture(scope="session")
-def infer_tok(tmp_path_factory):
+def infer_tok(code_tokenizer):
     """A byte-level BPE tokenizer of 384 tokens trained on 200 generated Python files."""
-    root = tmp_path_factory.mktemp("infer-tok")
-    rows = []
-    for i, text in enumerate(corpus_texts()):
-        rows.append({"id": f"{i:032x}", "content": text, "path": f"f{i}.py", "repo": f"repo{i // 10}",
-                     "lang": "Python", "license": "MIT", "source": "test", "bytes": len(text.encode()),
-                     "stars": None, "cluster_id": f"{i:032x}"})
-    (root / "corpus" / "data").mkdir(parents=True)
-    pq.write_table(pa.Table.from_pylist(rows, schema=DOCUMENT_SCHEMA), root / "corpus" / "data" / "part-0.parquet")
-    train_tokenizer(root / "corpus", root / "tok", vocab_size=384, holdout_fraction=0.0, progress=False)
-    return load_tokenizer(root / "tok")
+    return load_tokenizer(code_tokenizer("infer-tok", corpus_texts()))
 
 
 @pytest.fixture(scope="session")

@@ -4,7 +4,6 @@ subprocess's stdin/stdout, a reader thread, and waits on responses by id."""
 from __future__ import annotations
 
 import json
-import queue
 import subprocess
 import threading
 import time

@@ -10,7 +10,7 @@ from pathlib import Path
 import pytest
 
 from codekiln.serve import Settings
-from conftest import start
+from servers import start
 from serve_client import request, sse
 
 FIXTURES = sorted((Path(__file__).parent / "fixtures" / "editors").glob("*.json"))

@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 
 from codekiln.serve import Settings
-from conftest import start
+from servers import start
 from serve_client import get, post, request
 
 OK = {"prompt": "def f(x):\n", "max_tokens": 2}

@@ -9,8 +9,8 @@ import pytest
 
 from codekiln.infer import for_editor
 from codekiln.serve import Settings
-from conftest import start
-from serve_client import post, sse
+from servers import start
+from serve_client import post
 
 PREFIX = "import math\n\n\ndef distance(p, q):\n    dx = q[0] - p[0]\n    dy = q[1] - p[1]\n    return "
 SUFFIX = "\n\n\ndef midpoint(p, q):\n    return ((p[0] + q[0]) / 2, (p[1] + q[1]) / 2)\n"

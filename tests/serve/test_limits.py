@@ -12,7 +12,7 @@ import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
 from codekiln.serve import Settings
-from conftest import start
+from servers import start
 from serve_client import get, post, send_and_drop, wait_idle
 
 PROMPT = "def total(items, limit=3):\n    total = 0\n    for item in items:\n"

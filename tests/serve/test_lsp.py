@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import json
 import os
-import shutil
 import sys
 import time
 from pathlib import Path
@@ -21,12 +20,10 @@ import torch
 
 import codekiln
 from codekiln.infer import Engine, Request, fit_fim, fit_repo_fim, for_editor, pack_linear
-from codekiln.model import ModelConfig, Transformer
 from codekiln.serve import Settings
 from codekiln.serve.lsp import main as lsp_main
 from codekiln.tokenizer import load as load_tokenizer
-from codekiln.train.checkpoint import save as save_checkpoint
-from conftest import start
+from servers import printable_run, start
 from lsp_client import LspProcess, initialize, inline, open_doc
 from serve_client import post
 
@@ -79,19 +76,8 @@ def items(reply: dict) -> list[dict]:
 def long_run(tmp_path_factory, serve_run):
     """serve_run's tokenizer and kind of model (code-like text, never ended early) with a 2048-token context,
     recorded as trained on repository-level FIM."""
-    torch.manual_seed(1)
-    tok = load_tokenizer(serve_run / "tokenizer")
-    cfg = ModelConfig(vocab_size=tok.vocab_size, d_model=64, n_layers=2, n_heads=4, context=2048, init_std=0.15,
-                      tie_embeddings=False)
-    model = Transformer(cfg)
-    with torch.no_grad():
-        for tid in range(tok.vocab_size):
-            text = tok.decode([tid])
-            if tid in tok.special_ids.values() or not all(c == "\n" or " " <= c <= "~" for c in text):
-                model.lm_head.weight[tid].zero_()
     run = tmp_path_factory.mktemp("lsp-run") / "long-run"
-    shutil.copytree(serve_run / "tokenizer", run / "tokenizer")
-    ckpt = save_checkpoint(run, 1, model.state_dict(), cfg, {}, {"tokens": 0}, keep=1)
+    ckpt = printable_run(run, serve_run / "tokenizer", context=2048, seed=1)
     record = json.loads((ckpt / "config.json").read_text())
     (ckpt / "config.json").write_text(json.dumps({**record, "repo_level_fim": True}))
     return run

@@ -15,7 +15,7 @@ from pathlib import Path
 import pytest
 
 from codekiln.serve import Settings
-from conftest import start
+from servers import start
 from serve_client import get, post
 
 CHROMIUM = "/usr/bin/chromium"

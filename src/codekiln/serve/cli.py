@@ -95,6 +95,18 @@ def _check(args) -> None:
         raise UserError(f"--deadline-ms must be >= 0, not {args.deadline_ms}")
 
 
+def require_serve_extra(command: str, modules) -> None:
+    """A one-line UserError naming the `serve` extra when one of these modules is not installed."""
+    import importlib
+
+    for name in modules:
+        try:
+            importlib.import_module(name)
+        except ImportError as exc:
+            raise UserError(f"codekiln {command} needs the serve extra ({exc.name} is missing): "
+                            "pip install 'codekiln[serve]'") from None
+
+
 def engine_threads() -> int:
     """The engine's default thread count: one less than torch's default (the physical cores), at least 1.
 
@@ -122,13 +134,7 @@ def run(args) -> int:
     t0 = time.monotonic()
     _check(args)
     keys = api_keys(args)
-    try:
-        import fastapi  # noqa: F401
-        import prometheus_client  # noqa: F401
-        import uvicorn  # noqa: F401
-    except ImportError as exc:
-        raise UserError(f"codekiln serve needs the serve extra ({exc.name} is missing): "
-                        "pip install 'codekiln[serve]'") from None
+    require_serve_extra("serve", ("fastapi", "prometheus_client", "uvicorn"))
     import torch
 
     import codekiln

@@ -135,12 +135,9 @@ def run(args) -> int:
     t0 = time.monotonic()
     _check(args)
     key = api_key(args)
-    try:
-        import lsprotocol  # noqa: F401
-        import pygls  # noqa: F401
-    except ImportError as exc:
-        raise UserError(f"codekiln lsp needs the serve extra ({exc.name} is missing): "
-                        "pip install 'codekiln[serve]'") from None
+    from codekiln.serve.cli import require_serve_extra
+
+    require_serve_extra("lsp", ("lsprotocol", "pygls"))
     from codekiln.serve.lsp_backend import HttpBackend
     from codekiln.serve.lsp_server import build_server, quiet_expected_errors
 
