@@ -1,5 +1,7 @@
 """Fixtures shared by every test folder."""
 
+import random
+
 import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
@@ -24,3 +26,16 @@ def code_tokenizer(tmp_path_factory):
         return root / "tok"
 
     return train
+
+
+@pytest.fixture(scope="session")
+def snippet_files():
+    """files(snippets, docs, seed=0) -> list[str]: generated Python files, each two to five snippets with
+    `{n}` a name and `{k}` a number filled in at random (seeded)."""
+
+    def files(snippets: list[str], docs: int, seed: int = 0) -> list[str]:
+        rng = random.Random(seed)
+        return ["".join(rng.choice(snippets).format(n=f"name_{rng.randint(0, 30)}", k=rng.randint(0, 99))
+                        for _ in range(rng.randint(2, 5))) for _ in range(docs)]
+
+    return files

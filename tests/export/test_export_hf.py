@@ -1,7 +1,6 @@
 """codekiln export hf: stock transformers loads the export (no remote code) and computes codekiln's numbers."""
 
 import json
-import random
 
 import pytest
 import torch
@@ -46,12 +45,9 @@ ARCHITECTURE = {"llama": "LlamaForCausalLM", "mpt": "MptForCausalLM", "neox": "G
 
 
 @pytest.fixture(scope="module")
-def tok_dir(code_tokenizer):
+def tok_dir(code_tokenizer, snippet_files):
     """A byte-level BPE tokenizer of 384 tokens trained on generated Python."""
-    rng = random.Random(0)
-    texts = ["".join(rng.choice(SNIPPETS).format(n=f"name_{rng.randint(0, 30)}", k=rng.randint(0, 99))
-                     for _ in range(rng.randint(2, 5))) for _ in range(120)]
-    return code_tokenizer("export-tok", texts)
+    return code_tokenizer("export-tok", snippet_files(SNIPPETS, 120))
 
 
 def prompt_ids(tok):

@@ -3,8 +3,6 @@ servers (uvicorn on a free loopback port, in this process) around engines that d
 
 from __future__ import annotations
 
-import random
-
 import pytest
 
 from codekiln.serve import Settings
@@ -21,12 +19,9 @@ SNIPPETS = ["def {n}(items, limit={k}):\n    total = 0\n    for item in items:\n
 
 
 @pytest.fixture(scope="session")
-def serve_tok_dir(code_tokenizer):
+def serve_tok_dir(code_tokenizer, snippet_files):
     """A byte-level BPE tokenizer of 384 tokens trained on 150 generated Python files."""
-    rng = random.Random(0)
-    texts = ["".join(rng.choice(SNIPPETS).format(n=f"name_{rng.randint(0, 30)}", k=rng.randint(0, 99))
-                     for _ in range(rng.randint(2, 5))) for _ in range(150)]
-    return code_tokenizer("serve-tok", texts)
+    return code_tokenizer("serve-tok", snippet_files(SNIPPETS, 150))
 
 
 @pytest.fixture(scope="session")
