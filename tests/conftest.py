@@ -5,6 +5,7 @@ import random
 import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
+import torch
 
 from codekiln.data.document import DOCUMENT_SCHEMA
 from codekiln.tokenizer.train import train_tokenizer
@@ -39,3 +40,13 @@ def snippet_files():
                         for _ in range(rng.randint(2, 5))) for _ in range(docs)]
 
     return files
+
+
+@pytest.fixture
+def one_thread():
+    """torch on one thread for the test: models this small gain nothing from threads, and spinning OpenMP
+    workers only slow them on a busy machine. A folder's conftest makes it autouse for its tests."""
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)

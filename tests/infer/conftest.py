@@ -71,12 +71,8 @@ def trained_lm(infer_tok, small_lm):
 
 
 @pytest.fixture(autouse=True)
-def _one_thread():
-    # Models this small gain nothing from threads; spinning OpenMP workers only slow them on a busy machine.
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+def _one_thread(one_thread):
+    """Every test here runs torch on one thread (tests/conftest.py, one_thread)."""
 
 
 class Scripted(Transformer):
