@@ -39,18 +39,33 @@ def transform(ids: np.ndarray, tok, rng: np.random.Generator, rate: float, spm_r
     """One document's ids (no <|endoftext|>) in FIM form with probability `rate`, else unchanged.
 
     The rng is drawn from the same number of times whatever happens, so a document's fate depends
-    only on its own key. Documents that hold special tokens (repository packing) stay unchanged:
-    decoding and re-encoding them would turn their markers into plain text.
+    only on its own key. A repository-level document (`<|repo_name|>repo\n`, other files behind
+    `<|file_sep|>path\n`, the current file last; see repo_header) keeps everything up to its last file
+    and puts that file in FIM form: the layout editors send at completion time (infer.window.fit_repo_fim).
+    Other documents that hold special tokens stay unchanged: decoding and re-encoding them would turn
+    their markers into plain text.
     """
     u_fim, u_spm = rng.random(), rng.random()
     if u_fim >= rate or ids.size == 0:
         return ids
-    if np.isin(ids, list(tok.special_ids.values())).any():
-        return ids
-    text = tok.decode(ids.tolist())
+    sp = tok.special_ids
+    head = np.zeros(0, dtype=ids.dtype)
+    if REPO in sp and ids[0] == sp[REPO]:  # a repository-level document: FIM on its last file
+        seps = np.flatnonzero(ids == sp[FILE_SEP]) if FILE_SEP in sp else np.zeros(0, dtype=np.int64)
+        if seps.size == 0:
+            return ids
+        last = int(seps[-1])
+        path, nl, text = tok.decode(ids[last + 1:].tolist()).partition("\n")
+        if not nl or not text:
+            return ids
+        head = np.asarray([*ids[:last].tolist(), *current_file(path, sp, tok.encode)], dtype=ids.dtype)
+    else:
+        if np.isin(ids, list(sp.values())).any():
+            return ids
+        text = tok.decode(ids.tolist())
     pre, mid, suf = split(text, rng)
     p, m, s = tok.encode_batch([pre, mid, suf])
-    return np.asarray(arrange(p, m, s, tok.special_ids, spm=u_spm < spm_rate), dtype=ids.dtype)
+    return np.concatenate([head, np.asarray(arrange(p, m, s, sp, spm=u_spm < spm_rate), dtype=ids.dtype)])
 
 
 def invert(ids: list[int], special: dict[str, int]) -> tuple[list[int], list[int], list[int]]:

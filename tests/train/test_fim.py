@@ -67,3 +67,23 @@ def test_same_key_same_result_and_packed_docs_untouched(tok):
 def test_invert_rejects_plain_sequences(tok):
     with pytest.raises(ValueError):
         fim.invert([5, 6, 7], tok.special_ids)
+
+
+def test_repository_level_documents_put_their_last_file_in_fim_form(tok):
+    """A `<|repo_name|>` document keeps its header and other files and puts its last file in FIM form, in the
+    layout infer.window.fit_repo_fim prompts with; inverting the FIM part gives the file back."""
+    sp = tok.special_ids
+    other = fim.repo_file("pkg/util.py", "def helper(x):\n    return x + 1\n", sp, tok.encode)
+    text = "def main(items):\n    return [helper(i) for i in items]\n"
+    doc = np.asarray([*fim.repo_header("team/app", sp, tok.encode), *other,
+                      *fim.current_file("pkg/main.py", sp, tok.encode), *tok.encode(text)], dtype=np.int64)
+    head = [*fim.repo_header("team/app", sp, tok.encode), *other, *fim.current_file("pkg/main.py", sp, tok.encode)]
+    for seed in range(20):
+        out = fim.transform(doc, tok, np.random.default_rng(seed), 1.0, 0.5)
+        assert out[: len(head)].tolist() == head
+        assert out[len(head)] == sp[fim.PRE]
+        assert fim.invert_text(out[len(head):].tolist(), tok) == text
+    assert np.array_equal(fim.transform(doc, tok, np.random.default_rng(0), 0.0, 0.5), doc)
+    # a repository document whose last file is empty stays plain
+    empty = np.asarray([*fim.repo_header("r", sp, tok.encode), *fim.current_file("a.py", sp, tok.encode)], np.int64)
+    assert np.array_equal(fim.transform(empty, tok, np.random.default_rng(0), 1.0, 0.5), empty)
