@@ -69,17 +69,47 @@ def model_config(ckpt: Path):
     return ModelConfig.from_dict(json.loads((Path(ckpt) / "config.json").read_text())["model"])
 
 
-def read_model_tensors(path: Path, cfg) -> dict:
-    """model.safetensors as a full state dict (the tied LM head restored); an export's stock tensors mapped back."""
+def lora_record(ckpt: Path) -> dict | None:
+    """The "lora" record of a checkpoint's config.json (a LoRA fine-tune's spec and base), or None."""
+    path = Path(ckpt) / "config.json"
+    if is_export(ckpt) or not path.is_file():
+        return None
+    try:
+        record = json.loads(path.read_text())
+    except json.JSONDecodeError:
+        raise UserError(f"{path} is not valid JSON") from None
+    return record.get("lora") if isinstance(record, dict) else None
+
+
+def lora_spec(ckpt: Path):
+    """The LoraSpec a checkpoint was trained with (codekiln.adapters), or None for a plain model."""
+    from codekiln.adapters import LoraSpec
+
+    record = lora_record(ckpt)
+    return None if record is None else LoraSpec.from_dict(record)
+
+
+def read_model_tensors(path: Path, cfg, merge: bool = True) -> dict:
+    """model.safetensors as a full state dict (the tied LM head restored); an export's stock tensors mapped back.
+
+    A LoRA fine-tune's checkpoint (a "lora" record in its config.json) is merged into plain weights, so every
+    consumer sees an ordinary Transformer; merge=False gives its raw adapter state (what resuming it needs).
+    """
     from safetensors.torch import load_file
 
-    if is_export(Path(path).parent):
+    ckpt = Path(path).parent
+    if is_export(ckpt):
         from codekiln.hf_layout import read_export_tensors
 
-        return read_export_tensors(Path(path).parent, cfg)
+        return read_export_tensors(ckpt, cfg)
     state = load_file(str(path))
     if cfg.tie_embeddings and "embed.weight" in state:
         state["lm_head.weight"] = state["embed.weight"]
+    spec = lora_spec(ckpt) if merge else None
+    if spec is not None:
+        from codekiln.adapters import merged_state
+
+        state = merged_state(state, spec)
     return state
 
 
