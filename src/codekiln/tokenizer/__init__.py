@@ -38,7 +38,7 @@ class SpecialIds(dict):
             raise KeyError(name)
         what = "fill in the middle" if name in FIM_TOKENS or name == "<|fim_pad|>" else "pack repositories"
         raise UserError(f"the model's tokenizer ({self.owner}) has no {name} token: this imported model cannot "
-                        f"{what} (adding FIM tokens by fine-tuning is not available yet)")
+                        f"{what} until `codekiln finetune` adds the token and trains it")
 
 
 class CodeTokenizer:
