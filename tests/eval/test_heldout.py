@@ -193,7 +193,8 @@ def test_function_bodies_are_real_functions_whose_prompt_and_body_start_the_file
     files = {(f.repo, f.path): f for f in team_files()}
     bodies = function_bodies(team_files(), n=100, seed=0)
     # __init__ and describe have one-line bodies, parse is a one-line def, semi's body ends before a `;`
-    # (ast counts its columns in UTF-8 bytes, and é takes two), broken.py does not parse, JS is no Python; mean counts (two lines after its docstring, one a whole `if` statement)
+    # (ast counts its columns in UTF-8 bytes, and é takes two), broken.py does not parse, JS is no Python;
+    # mean counts (two lines after its docstring, one a whole `if` statement)
     assert {(b["path"], b["name"]) for b in bodies} == {
         ("app/shapes.py", "Circle.area"), ("app/shapes.py", "total_area"), ("app/utils.py", "clamp"),
         ("app/utils.py", "mean"), ("tools/voice.py", "shout"), ("tools/voice.py", "whisper")}
