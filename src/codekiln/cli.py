@@ -138,6 +138,28 @@ def _cmd_train(args) -> int:
     return 0
 
 
+def _cmd_finetune(args) -> int:
+    from codekiln.finetune import finetune, summary_table
+    from codekiln.train.loop import TrainingStopped
+
+    overrides = list(args.overrides)
+    for flag, key in (("base", "finetune.base"), ("code", "finetune.code"), ("out", "finetune.out"),
+                      ("lora", "train.lora_rank")):
+        value = getattr(args, flag)
+        if value is not None:
+            overrides.append(f"{key}={json.dumps(value)}")
+    config = load_config(args.config, overrides)
+    try:
+        result = finetune(config, restart=args.restart, quiet=args.quiet)
+    except TrainingStopped as exc:
+        print(f"codekiln: training stopped: {exc}", file=sys.stderr)
+        return 1
+    from codekiln.progress import console
+
+    console.print(summary_table(result))
+    return 0
+
+
 def _cmd_eval_bpb(args) -> int:
     from codekiln.eval.bpb import bpb_table, evaluate_bpb
     from codekiln.files import atomic_write_json
@@ -289,6 +311,10 @@ def _show(table, summary: dict) -> int:
 
 
 def _cmd_export_hf(args) -> int:
+    if args.adapter_only:
+        from codekiln.export.peft import export_peft_adapter, summary_table as peft_table
+
+        return _show(peft_table, export_peft_adapter(args.model, args.out))
     from codekiln.export.hf import export_hf, summary_table
 
     return _show(summary_table, export_hf(args.model, args.out, dtype=args.dtype))
@@ -397,6 +423,23 @@ def build_parser() -> argparse.ArgumentParser:
     trn.add_argument("overrides", nargs="*", metavar="KEY=VALUE")
     trn.set_defaults(func=_cmd_train)
 
+    ft = sub.add_parser("finetune", help="train any model codekiln loads further on your own code (full or LoRA)",
+                        description="Continued pretraining on your repositories: the corpus stages (licenses off: "
+                                    "it is your code), the base's own tokenizer (FIM tokens added when it has none), a "
+                                    "stable share of each repository's files held out, repository-level FIM, a "
+                                    "re-warmed learning rate with a linear cooldown; then bits per byte, infilling "
+                                    "exact match and function bodies before and after, on the held-out files. "
+                                    "A rerun resumes.")
+    ft.add_argument("--base", help="the model to start from: run, checkpoints/step-N, export or import directory")
+    ft.add_argument("--code", nargs="+", help="your code: repositories or directories of them (any data build source)")
+    ft.add_argument("--out", help="the fine-tuning run directory (finetune.out)")
+    ft.add_argument("--lora", type=int, metavar="RANK", help="train low-rank adapters of this rank (train.lora_rank)")
+    ft.add_argument("--config", help="YAML config file (see configs/your-code.yaml)")
+    ft.add_argument("--restart", action="store_true", help="start the training over, discarding its checkpoints")
+    ft.add_argument("--quiet", action="store_true", help="no progress, plan or log lines")
+    ft.add_argument("overrides", nargs="*", metavar="KEY=VALUE")
+    ft.set_defaults(func=_cmd_finetune)
+
     ev = sub.add_parser("eval", help="stage 4: evaluate a model")
     ev_sub = ev.add_subparsers(dest="command", required=True, parser_class=_Parser)
 
@@ -486,6 +529,9 @@ def build_parser() -> argparse.ArgumentParser:
     ehf.add_argument("--out", required=True, help="directory to write (an earlier export there is replaced)")
     ehf.add_argument("--dtype", choices=("float32", "bfloat16", "float16"), default="float32",
                      help="dtype of the stored weights (default float32)")
+    ehf.add_argument("--adapter-only", action="store_true",
+                     help="a LoRA run: write its adapters alone in the PEFT format (Llama-shaped models; the "
+                          "default merges them into a plain model)")
     ehf.set_defaults(func=_cmd_export_hf)
     egg = exp_sub.add_parser("gguf", help="one GGUF file for llama.cpp (llama, mpt, gptneox or refact)")
     egg.add_argument("--model", required=True, help="run directory, checkpoints/step-N directory or exported directory")

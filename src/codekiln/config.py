@@ -205,6 +205,11 @@ class TrainConfig(_Section):
     peak_tflops: float | None = Field(None, gt=0)  # per device, for MFU; None: table (GPU) or measured (CPU)
     wandb_project: str | None = None  # also log to Weights & Biases (needs `pip install wandb`)
     threads: int | None = Field(None, gt=0)  # CPU threads; None: all cores
+    # Low-rank adapters (LoRA) on the projections named in lora_targets, the rest frozen; 0: train every weight.
+    lora_rank: int = Field(0, ge=0)
+    lora_alpha: float | None = Field(None, gt=0)  # scale = alpha / rank; None: 2 x rank
+    lora_targets: list[Literal["q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj"]] = Field(
+        default_factory=lambda: ["q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj"])
 
     @model_validator(mode="after")
     def _budget(self):
@@ -223,6 +228,31 @@ class EvalConfig(_Section):
     sandbox: Literal["auto", "root", "userns", "bwrap", "none"] = "auto"  # none: no isolation, asked for by name
 
 
+class FinetuneConfig(_Section):
+    """`codekiln finetune`: continued pretraining (or LoRA) of any model codekiln loads on a team's own code."""
+
+    base: str | None = None  # a run, checkpoints/step-N, export or import directory
+    code: list[str] = Field(default_factory=list)  # repositories, or directories of them (any `data build` source)
+    out: str | None = None  # the fine-tuning run directory
+    holdout_fraction: float = Field(0.1, gt=0, lt=1)  # stable share of each repository's files held out
+    repo_level_fim: bool = True  # train in the editors' repository-level layout (other files, then FIM)
+    repo_context: float = Field(0.5, ge=0, le=1)  # share of training files that carry other files as context
+    epochs: float = Field(3.0, gt=0)  # passes over the training files (when train.max_steps/max_tokens are unset)
+    lr_ratio: float = Field(0.5, gt=0, le=1)  # peak LR as a share of the base's (when train.lr is unset)
+    replay: float = Field(0.0, ge=0, lt=1)  # share of samples from the base's own token shards
+    replay_data: list[str] = Field(default_factory=list)  # those shards (default: the base run's train.data)
+    licenses: bool = False  # run the license filter (off: it is the team's own code)
+    eval_tasks: int = Field(40, ge=0)  # held-out infilling tasks per kind (single-line, multi-line)
+    eval_bodies: int = Field(5, ge=0)  # held-out function bodies completed side by side
+    eval_max_new_tokens: int = Field(128, gt=0)  # a multi-line middle is up to 8 lines
+
+    @model_validator(mode="after")
+    def _replay(self):
+        if self.replay_data and self.replay == 0:
+            raise ValueError("replay_data is set but replay is 0; set finetune.replay to the share of replayed samples")
+        return self
+
+
 class Config(_Section):
     """The whole codekiln configuration; later stages add their sections here."""
 
@@ -232,6 +262,7 @@ class Config(_Section):
     model: ModelSection = Field(default_factory=ModelSection)
     train: TrainConfig = Field(default_factory=TrainConfig)
     eval: EvalConfig = Field(default_factory=EvalConfig)
+    finetune: FinetuneConfig = Field(default_factory=FinetuneConfig)
 
 
 def _set_path(tree: dict[str, Any], dotted: str, value: Any) -> None:

@@ -31,7 +31,7 @@ TOKENIZER_FILES = ("tokenizer.json", "tokenizer_config.json", "special_tokens_ma
 def export_hf(model_path, out_dir, dtype: str = "float32") -> dict:
     """Write the model at model_path (run, checkpoint or export directory) to out_dir; returns a summary."""
     from codekiln import load
-    from codekiln.checkpoint import model_config, resolve
+    from codekiln.checkpoint import model_config, repo_level_fim, resolve
 
     if dtype not in DTYPES:
         raise UserError(f"--dtype must be one of {', '.join(DTYPES)}, not {dtype!r}")
@@ -63,6 +63,8 @@ def export_hf(model_path, out_dir, dtype: str = "float32") -> dict:
         record = {"format": "codekiln-export", "codekiln_version": __version__, "model": cfg.to_dict(),
                   "architecture": lay.architecture, "kv_heads_repeated": lay.repeat_kv, "dtype": dtype,
                   "tokenizer_hash": tokenizer_hash(tmp)}
+        if repo_level_fim(resolve(model_path)):  # clients send repository context to this model (docs/finetune.md)
+            record["repo_level_fim"] = True
         atomic_write_json(tmp / EXPORT_FILE, record)
         replace_dir(tmp, out)
     except BaseException:

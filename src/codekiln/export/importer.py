@@ -133,7 +133,7 @@ def _notes(cfg: ModelConfig, biased: set[str], mapping: dict, facts: dict) -> li
                      "biases (the same function), which fine-tuning then trains")
     if not all(name in mapping for name in FIM_TOKENS):
         notes.append("the model has no FIM tokens: `complete --suffix` and infill requests are refused "
-                     "(adding them by fine-tuning is not available yet)")
+                     "until `codekiln finetune` adds them and trains it to fill in the middle")
     if facts.get("add_bos_token"):
         notes.append(f"the model was trained with {facts['bos_token']} at the start of every sequence; "
                      "codekiln's prompts do not add it")

@@ -46,15 +46,17 @@ def model_tensors(state: dict[str, torch.Tensor], cfg: ModelConfig) -> dict[str,
 
 
 def save(run: Path, step: int, model_state: dict, cfg: ModelConfig, optim_state: dict, trainer: dict,
-         keep: int) -> Path:
-    """Write checkpoint step N atomically and prune all but the newest `keep`; rank 0 only."""
+         keep: int, extra: dict | None = None) -> Path:
+    """Write checkpoint step N atomically and prune all but the newest `keep`; rank 0 only. `extra` joins
+    config.json's record (`lora`: the adapters' spec; `repo_level_fim`: trained in the editors' layout)."""
     final = checkpoint_dir(run, step)
     tmp = final.with_name(f".{final.name}.tmp{os.getpid()}")
     shutil.rmtree(tmp, ignore_errors=True)
     tmp.mkdir(parents=True)
     save_file(model_tensors(model_state, cfg), str(tmp / "model.safetensors"), metadata={"format": "pt"})
     (tmp / "config.json").write_text(json.dumps({"codekiln_version": __version__, "model": cfg.to_dict(),
-                                                 "step": step, "tokens": trainer["tokens"]}, indent=2) + "\n")
+                                                 "step": step, "tokens": trainer["tokens"], **(extra or {})},
+                                                indent=2) + "\n")
     torch.save(optim_state, tmp / "optimizer.pt")
     (tmp / "trainer.json").write_text(json.dumps(trainer, indent=2) + "\n")
     # On disk before `latest` names it: after a power cut, `latest` never points at files the kernel

@@ -39,6 +39,10 @@ RESUMABLE_KEYS = {"log_every", "eval_every", "checkpoint_every", "keep_checkpoin
                   "compile", "activation_checkpointing", "peak_tflops"}
 
 
+# What `codekiln finetune` keeps in its run directory besides the run itself (codekiln.train.finetune).
+FINETUNE_NAMES = ("data", "finetune.json", "finetune.md")
+
+
 class TrainingStopped(Exception):
     """Training hit NaN/inf or a loss spike; the last good checkpoint is kept."""
 
@@ -120,10 +124,29 @@ def _init_weights(source: str, vocab_size: int, attn_impl: str | None, tok_sha: 
     return mcfg, state
 
 
+def _lora_spec(t, mcfg: ModelConfig):
+    """The LoRA adapters train.lora_* asks for (None for full training); new-token rows of a fine-tuning base
+    (`added_tokens` in its checkpoint record) train in full beside them."""
+    if not t.lora_rank:
+        return None
+    from codekiln.adapters import LoraSpec
+
+    if not t.init_from:
+        raise UserError("train.lora_rank adapts a trained model: set train.init_from (or use codekiln finetune)")
+    rows_from = None
+    try:
+        record = json.loads((resolve(t.init_from) / "config.json").read_text())
+        rows_from = (record.get("added_tokens") or {}).get("rows_from")
+    except (OSError, ValueError):
+        pass
+    return LoraSpec(rank=t.lora_rank, alpha=t.lora_alpha or 2.0 * t.lora_rank, targets=tuple(t.lora_targets),
+                    rows_from=rows_from)
+
+
 def _prepare_run(run: Path, cfg: Config, restart: bool, d: parallel.Dist, fingerprint: dict) -> Path | None:
     """Resume, refuse or start over; returns the checkpoint to resume from. Checks run on every rank."""
     is_run = (run / "config.yaml").is_file()
-    if run.exists() and not is_run and any(p.name != ".tokenizer.tmp" for p in run.iterdir()):
+    if run.exists() and not is_run and any(p.name not in (".tokenizer.tmp", *FINETUNE_NAMES) for p in run.iterdir()):
         raise UserError(f"train.out {run} is not empty and is not a run directory; choose another")
     found = checkpoint.resumable(run) if is_run else None
     if found is not None and not restart:
@@ -232,7 +255,16 @@ def _train(cfg: Config, d: parallel.Dist, restart: bool, quiet: bool) -> dict:
     model = Transformer(mcfg)
     if init_state is not None:
         model.load_state_dict(init_state, strict=True)
+    lora = _lora_spec(t, mcfg)
+    if lora is not None:
+        from codekiln.train.lora import apply_lora
+
+        apply_lora(model, lora, cfg.seed)
     model.to(device)
+    extra = {"repo_level_fim": True} if t.fim_rate > 0 and any(st.meta.get("fingerprint", {}).get("layout") == "repo_level_fim"
+                                                             for st in sets) else {}
+    if lora is not None:
+        extra["lora"] = {**lora.to_dict(), "base": str(Path(t.init_from).resolve())}
     fpt = flops_per_token(mcfg, seq_len)
     peak, peak_source = metrics.device_peak(device, dtype, t.peak_tflops)
     model = parallel.apply(model, d, mode, t.compile, t.activation_checkpointing, dtype)
@@ -255,7 +287,8 @@ def _train(cfg: Config, d: parallel.Dist, restart: bool, quiet: bool) -> dict:
         if state["world"] != d.world:
             raise UserError(f"{run} was trained on {state['world']} processes; resume it on the same number")
         opts = StateDictOptions(full_state_dict=True)
-        set_model_state_dict(model, read_model_tensors(resume_from / "model.safetensors", mcfg), options=opts)
+        set_model_state_dict(model, read_model_tensors(resume_from / "model.safetensors", mcfg, merge=False),
+                             options=opts)
         set_optimizer_state_dict(model, optimizer, checkpoint.load_optimizer(resume_from), options=opts)
         stream.load_state_dict(state["data"][d.rank])
         _set_rng_state(state["rng"][d.rank])
@@ -293,6 +326,7 @@ def _train(cfg: Config, d: parallel.Dist, restart: bool, quiet: bool) -> dict:
         progress.log(last_eval)
     window_time, window_tokens = 0.0, 0
     window_loss, window_steps = state["loss_window"] if resume_from is not None else (0.0, 0)
+    memory = metrics.Memory()  # resident memory above what the loaded model and data already hold
     wall = time.perf_counter()
     try:
         while step < total_steps:
@@ -320,6 +354,7 @@ def _train(cfg: Config, d: parallel.Dist, restart: bool, quiet: bool) -> dict:
             optimizer.zero_grad(set_to_none=True)
             if step >= t.warmup_steps:
                 ema = loss_value if ema is None else 0.9 * ema + 0.1 * loss_value
+            memory.sample()
             step += 1
             tokens += batch_tokens
             window_tokens += batch_tokens
@@ -345,12 +380,14 @@ def _train(cfg: Config, d: parallel.Dist, restart: bool, quiet: bool) -> dict:
                 now = time.perf_counter()
                 elapsed, wall = elapsed + now - wall, now
                 _save(run, step, tokens, elapsed, ema, model, optimizer, stream, mcfg, d, t.keep_checkpoints,
-                      [window_loss, window_steps], inputs)
+                      [window_loss, window_steps], inputs, extra)
     finally:
         progress.close()
         log.close()
     summary = {"steps": step, "tokens": tokens, "epochs": stream.epochs(), "elapsed_s": round(elapsed, 1),
-               "run": str(run)}
+               "run": str(run), "trainable_parameters": sum(p.numel() for p in {id(p): p for p in model.parameters()
+                                                                               if p.requires_grad}.values()),
+               "memory_mb": memory.record()}
     if d.main:
         from codekiln.train.plot import plot_run
 
@@ -399,7 +436,7 @@ def _check(loss: float, grad_norm: float, ema: float | None, step: int, t, run: 
                               f"{ema:.3f}; {keep} (lower train.lr, then resume)")
 
 
-def _save(run, step, tokens, elapsed, ema, model, optimizer, stream, mcfg, d, keep, window, inputs):
+def _save(run, step, tokens, elapsed, ema, model, optimizer, stream, mcfg, d, keep, window, inputs, extra):
     from torch.distributed.checkpoint.state_dict import StateDictOptions, get_model_state_dict, get_optimizer_state_dict
 
     opts = StateDictOptions(full_state_dict=True, cpu_offload=True)
@@ -410,7 +447,7 @@ def _save(run, step, tokens, elapsed, ema, model, optimizer, stream, mcfg, d, ke
     if d.main:
         trainer = {"step": step, "tokens": tokens, "elapsed_s": elapsed, "loss_ema": ema, "world": d.world,
                    "data": data_states, "rng": rng_states, "loss_window": window, "inputs": inputs}
-        checkpoint.save(run, step, model_state, mcfg, optim_state, trainer, keep)
+        checkpoint.save(run, step, model_state, mcfg, optim_state, trainer, keep, extra)
     parallel.barrier(d)
 
 

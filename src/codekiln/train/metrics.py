@@ -141,3 +141,52 @@ def read(run: Path) -> list[dict]:
             except json.JSONDecodeError:
                 continue
     return out
+
+
+
+class Memory:
+    """Resident memory of this process while training: the level when training starts (model, optimizer
+    and data loaded) and the peak, in MB, sampled every 10 ms by a daemon thread (activations live only
+    inside a step, so a reading between steps would miss them); on a GPU, torch's allocator peak instead.
+    What training adds above the loaded model is `peak_mb - start_mb`: LoRA's saving shows there."""
+
+    def __init__(self, interval_s: float = 0.01):
+        import threading
+
+        self.cuda = torch.cuda.is_available() and torch.cuda.is_initialized()
+        if self.cuda:
+            torch.cuda.reset_peak_memory_stats()
+        self.start = self.peak = self._now()
+        self._stop = threading.Event()
+        self._thread = None
+        if not self.cuda:
+            self._thread = threading.Thread(target=self._watch, args=(interval_s,), daemon=True, name="memory")
+            self._thread.start()
+
+    @staticmethod
+    def _rss() -> float:
+        try:
+            pages = int(Path("/proc/self/statm").read_text().split()[1])
+        except (OSError, ValueError, IndexError):
+            return 0.0
+        import os
+
+        return pages * os.sysconf("SC_PAGE_SIZE") / 1e6
+
+    def _now(self) -> float:
+        return torch.cuda.max_memory_allocated() / 1e6 if self.cuda else self._rss()
+
+    def _watch(self, interval_s: float) -> None:
+        while not self._stop.wait(interval_s):
+            self.peak = max(self.peak, self._rss())
+
+    def sample(self) -> None:
+        """Take a reading now (between steps)."""
+        self.peak = max(self.peak, self._now())
+
+    def record(self) -> dict:
+        """Stop watching; {"start_mb", "peak_mb", "added_mb"}."""
+        self.sample()
+        self._stop.set()
+        return {"start_mb": round(self.start, 1), "peak_mb": round(self.peak, 1),
+                "added_mb": round(self.peak - self.start, 1)}
