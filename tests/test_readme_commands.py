@@ -99,7 +99,7 @@ def test_the_readme_shows_what_this_file_runs():
 
 RUN_HERE = {"data build", "config show", "tokenizer train", "tokenizer stats", "data tokenize", "train", "plot",
             "complete", "eval humaneval", "eval execute", "eval infill", "eval bpb", "export hf", "export gguf",
-            "import hf", "import gguf", "serve", "lsp"}
+            "import hf", "import gguf", "serve", "lsp", "finetune"}
 
 
 def test_every_readme_command_runs_on_a_tiny_trained_model(demo, isolating_mode, capsys):
@@ -301,3 +301,22 @@ def lsp_like_the_readme(run):
         if proc.poll() is None:
             proc.kill()
             proc.wait()
+
+
+def test_the_readme_finetune_commands(demo, tmp_path):
+    """`codekiln finetune` with configs/your-code.yaml on one of the README corpus's repositories, full and LoRA,
+    then the fine-tuned model served like the README shows (through `complete`, the same loading path)."""
+    root, run, cli = demo
+    config = README.parent / "configs" / "your-code.yaml"
+    short = ["train.seq_len=64", "train.max_steps=3", "train.threads=1", "finetune.eval_tasks=2",
+             "finetune.eval_bodies=1", "finetune.eval_max_new_tokens=8", "finetune.holdout_fraction=0.3",
+             "data.workers=1"]
+    code = [root / "repos" / f"repo{i}" for i in range(6)]
+    cli("finetune", "--config", config, "--base", run, "--code", *code, "--out", tmp_path / "ours", "--quiet", *short)
+    cli("finetune", "--config", config, "--base", run, "--code", *code, "--out", tmp_path / "ours-lora", "--lora", "4",
+        "--quiet", *short)
+    for out in ("ours", "ours-lora"):
+        result = json.loads((tmp_path / out / "finetune.json").read_text())
+        assert result["files"]["held_out"] > 0 and result["train"]["steps"] == 3
+        cli("complete", "--model", tmp_path / out, "def add(a, b):", "--max-new-tokens", "4")
+    assert "finetune" in cli.ran
