@@ -19,6 +19,7 @@ from safetensors.torch import save_file
 
 from codekiln import __version__
 from codekiln.errors import UserError
+from codekiln.export.card import model_card
 from codekiln.files import atomic_write_bytes, atomic_write_json, fsync_file, replace_dir
 from codekiln.hf_layout import EXPORT_FILE, hf_config, layout, to_hf
 from codekiln.tokenizer import SPECIAL_TOKENS, tokenizer_hash
@@ -66,14 +67,17 @@ def export_hf(model_path, out_dir, dtype: str = "float32") -> dict:
         if repo_level_fim(resolve(model_path)):  # clients send repository context to this model (docs/finetune.md)
             record["repo_level_fim"] = True
         atomic_write_json(tmp / EXPORT_FILE, record)
+        summary = {"out": str(out), "architecture": lay.architecture, "dtype": dtype,
+                   "parameters": sum(t.numel() for t in tensors.values()),
+                   "kv_heads": cfg.kv_heads, "n_heads": cfg.n_heads, "kv_heads_repeated": lay.repeat_kv,
+                   "notes": _notes(cfg, lay)}
+        # The model card (export/card.py): data, filters, tokenizer, training, evaluation, from the run's records.
+        atomic_write_bytes(tmp / "README.md", model_card(resolve(model_path), summary).encode("utf-8"))
         replace_dir(tmp, out)
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)
         raise
-    return {"out": str(out), "architecture": lay.architecture, "dtype": dtype,
-            "parameters": sum(t.numel() for t in tensors.values()),
-            "kv_heads": cfg.kv_heads, "n_heads": cfg.n_heads, "kv_heads_repeated": lay.repeat_kv,
-            "notes": _notes(cfg, lay)}
+    return summary
 
 
 def _notes(cfg, lay) -> list[str]:
