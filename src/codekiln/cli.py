@@ -138,10 +138,35 @@ def _cmd_train(args) -> int:
     return 0
 
 
+def _cmd_run(args) -> int:
+    from codekiln import pipeline
+    from codekiln.progress import console
+
+    config = load_config(args.config, args.overrides)
+    out = Path(args.out) if args.out else Path("runs") / Path(args.config).stem
+    if args.plan:
+        console.print(pipeline.plan_table(pipeline.plan(config, out, until=args.until, force=args.force or [])))
+        return 0
+    record = pipeline.run(config, out, until=args.until, force=args.force or [], quiet=args.quiet)
+    console.print(pipeline.summary_text(record, out), markup=False, highlight=False, soft_wrap=True)
+    return 0
+
+
+def _cmd_report(args) -> int:
+    from codekiln.report import build_report
+
+    if not Path(args.run).is_dir():
+        raise UserError(f"{args.run} is not a run folder (codekiln run --out DIR writes one)")
+    print(build_report(args.run))
+    return 0
+
+
 def _cmd_finetune(args) -> int:
     from codekiln.finetune import finetune, summary_table
     from codekiln.train.loop import TrainingStopped
 
+    if args.lora is not None and args.lora < 1:
+        raise UserError(f"--lora takes a rank of 1 or more, not {args.lora} (leave it out for full fine-tuning)")
     overrides = list(args.overrides)
     for flag, key in (("base", "finetune.base"), ("code", "finetune.code"), ("out", "finetune.out"),
                       ("lora", "train.lora_rank")):
@@ -312,6 +337,8 @@ def _show(table, summary: dict) -> int:
 
 def _cmd_export_hf(args) -> int:
     if args.adapter_only:
+        if args.dtype != "float32":
+            raise UserError("--adapter-only writes the adapters in float32; leave --dtype out")
         from codekiln.export.peft import export_peft_adapter, summary_table as peft_table
 
         return _show(peft_table, export_peft_adapter(args.model, args.out))
@@ -422,6 +449,23 @@ def build_parser() -> argparse.ArgumentParser:
     trn.add_argument("--quiet", action="store_true", help="no progress, plan or log lines")
     trn.add_argument("overrides", nargs="*", metavar="KEY=VALUE")
     trn.set_defaults(func=_cmd_train)
+
+    rn = sub.add_parser("run", help="every stage from code to an exported, evaluated model, in one run folder",
+                        description="Corpus, tokenizer, token shards, training, evaluation and export in order, into "
+                                    "one run folder (default runs/CONFIG-NAME). A stage whose config section and inputs "
+                                    "are unchanged is skipped; an interrupted run resumes; --plan says what would run.")
+    rn.add_argument("config", help="YAML config file (configs/demo.yaml, configs/gpu-125m.yaml, ...)")
+    rn.add_argument("--out", help="the run folder (default: runs/<config file name>)")
+    rn.add_argument("--until", metavar="STAGE", help="stop after this stage")
+    rn.add_argument("--force", metavar="STAGE", action="append", help="run this stage (and those after it) again")
+    rn.add_argument("--plan", action="store_true", help="print which stages would run and why, and stop")
+    rn.add_argument("--quiet", action="store_true", help="no progress bars or stage output")
+    rn.add_argument("overrides", nargs="*", metavar="KEY=VALUE")
+    rn.set_defaults(func=_cmd_run)
+
+    rp = sub.add_parser("report", help="rebuild a run folder's report.html")
+    rp.add_argument("run", help="the run folder (codekiln run --out)")
+    rp.set_defaults(func=_cmd_report)
 
     ft = sub.add_parser("finetune", help="train any model codekiln loads further on your own code (full or LoRA)",
                         description="Continued pretraining on your repositories: the corpus stages (licenses off: "

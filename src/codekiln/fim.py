@@ -35,22 +35,24 @@ def prompt(prefix_ids: list[int], suffix_ids: list[int], special: dict[str, int]
     return arrange(prefix_ids, [], suffix_ids, special, spm)
 
 
-def transform(ids: np.ndarray, tok, rng: np.random.Generator, rate: float, spm_rate: float) -> np.ndarray:
+def transform(ids: np.ndarray, tok, rng: np.random.Generator, rate: float, spm_rate: float,
+              repo_level: bool = False) -> np.ndarray:
     """One document's ids (no <|endoftext|>) in FIM form with probability `rate`, else unchanged.
 
     The rng is drawn from the same number of times whatever happens, so a document's fate depends
-    only on its own key. A repository-level document (`<|repo_name|>repo\n`, other files behind
-    `<|file_sep|>path\n`, the current file last; see repo_header) keeps everything up to its last file
-    and puts that file in FIM form: the layout editors send at completion time (infer.window.fit_repo_fim).
-    Other documents that hold special tokens stay unchanged: decoding and re-encoding them would turn
-    their markers into plain text.
+    only on its own key. With `repo_level` (shards written by codekiln.tokenizer.repo_level), a document
+    in the repository layout (`<|repo_name|>repo\n` or straight away other files behind `<|file_sep|>path\n`,
+    the current file last; see repo_header) keeps everything up to its last file and puts that file in FIM
+    form: the layout editors send at completion time (infer.window.fit_repo_fim). Other documents that
+    hold special tokens (pretraining's packed repositories) stay unchanged: decoding and re-encoding them
+    would turn their markers into plain text.
     """
     u_fim, u_spm = rng.random(), rng.random()
     if u_fim >= rate or ids.size == 0:
         return ids
     sp = tok.special_ids
     head = np.zeros(0, dtype=ids.dtype)
-    if REPO in sp and ids[0] == sp[REPO]:  # a repository-level document: FIM on its last file
+    if repo_level and any(name in sp and ids[0] == sp[name] for name in (REPO, FILE_SEP)):  # FIM on its last file
         seps = np.flatnonzero(ids == sp[FILE_SEP]) if FILE_SEP in sp else np.zeros(0, dtype=np.int64)
         if seps.size == 0:
             return ids

@@ -57,8 +57,13 @@ def _build_corpus(cfg: Config, data: Path, quiet: bool) -> Path:
     config = cfg.model_copy(deep=True)
     if not cfg.finetune.licenses:
         config.data.license.enabled = False
-    build = CorpusBuild(list(cfg.finetune.code), data / "corpus", config, progress=not quiet)
-    result = build.run()
+    try:
+        build = CorpusBuild(list(cfg.finetune.code), data / "corpus", config, progress=not quiet)
+        result = build.run()
+    except UserError as exc:
+        if "--overwrite" in str(exc):  # data build's advice names a flag finetune does not have
+            raise UserError(f"{cfg.finetune.out} was fine-tuned on other code or corpus settings; use a new --out") from None
+        raise
     tot = result.report["totals"]
     _say(quiet, f"corpus: kept {tot['docs_out']:,} of {tot['docs_in']:,} files ({tot['bytes_out'] / 1e6:,.2f} MB)"
          + (" (already built)" if result.already_complete else ""))
@@ -113,8 +118,9 @@ def _prepare_base(base: Path, data: Path, need: list[str], quiet: bool) -> tuple
     torch.cuda.empty_cache() if torch.cuda.is_available() else None
     shutil.rmtree(prepared, ignore_errors=True)
     tmp.rename(prepared)
-    _say(quiet, f"base: added {', '.join(missing)} to its tokenizer and embeddings (ids {min(added['added'].values())}"
-         f"-{max(added['added'].values())}); the model learns them here")
+    ids = sorted(added["added"].values())
+    _say(quiet, f"base: added {', '.join(missing)} to its tokenizer and embeddings"
+         + (f" (ids {ids[0]}-{ids[-1]})" if ids else "") + "; the model learns them here")
     return prepared, prepared / "tokenizer", record
 
 
@@ -129,6 +135,10 @@ def _train_config(cfg: Config, base_cfg: dict, init_from: Path, tok_dir: Path, t
     nt = new.train
     data = [str(tokens)]
     weights = None
+    if f.replay > 0 and init_from != Path(f.base) and (init_from / "checkpoints").is_dir() and \
+            json.loads((init_from / "checkpoints" / "step-0" / "config.json").read_text()).get("added_tokens"):
+        raise UserError("finetune.replay needs the base's own tokenizer, and this fine-tune adds tokens to it (the "
+                        "base has no FIM tokens): set finetune.replay to 0")
     if f.replay > 0:
         replay = list(f.replay_data) or list((base_cfg.get("train") or {}).get("data") or [])
         if not replay:
@@ -146,6 +156,10 @@ def _train_config(cfg: Config, base_cfg: dict, init_from: Path, tok_dir: Path, t
     base_train = base_cfg.get("train") or {}
     if "lr" not in given:
         nt.lr = float(base_train.get("lr", t.lr)) * f.lr_ratio
+        if "lr" not in base_train:
+            console.print(f"note: the base records no learning rate (an import or export): training at "
+                          f"{nt.lr:.1e} (train.lr x finetune.lr_ratio); set train.lr for it", markup=False,
+                          soft_wrap=True)
     if "fim_rate" not in given:
         nt.fim_rate = float(base_train.get("fim_rate", FIM_RATE_DEFAULT))
     if "schedule" not in given:
@@ -178,11 +192,12 @@ def _heldout_bpb(model_path: Path, tokens: Path, cfg: Config) -> dict:
     from codekiln.token_shards import ShardSet
     from codekiln.validation import ValSet, token_bytes, validate
 
-    model, tok = load(model_path)
+    device = "cuda" if torch.cuda.is_available() else "cpu"
+    model, tok = load(model_path, device=device)
     t = cfg.train
     val = ValSet([ShardSet(tokens)], t.seq_len, t.eval_tokens, token_bytes(tok))
     with torch.inference_mode():
-        return validate(model, val, t.batch_size, torch.device("cpu"))
+        return validate(model, val, t.batch_size, torch.device(device))
 
 
 def _evaluate(model_path: Path, files: list[dict], context: list[dict], cfg: Config,
@@ -197,7 +212,9 @@ def _evaluate(model_path: Path, files: list[dict], context: list[dict], cfg: Con
     result = {"model": str(model_path), **_heldout_bpb(ckpt, tokens, cfg)}
     tasks = heldout.make_tasks(files, seed=cfg.seed, per_kind=f.eval_tasks)
     bodies = heldout.function_bodies(files, n=f.eval_bodies, seed=cfg.seed)
-    model, tok = load(ckpt)
+    import torch
+
+    model, tok = load(ckpt, device="cuda" if torch.cuda.is_available() else "cpu")
     result.update(heldout.evaluate(model, tok, tasks, bodies, repo_level=repo_level_fim(ckpt), context_files=context,
                                    max_new_tokens=f.eval_max_new_tokens, batch_size=8))
     return result
@@ -213,6 +230,11 @@ def finetune(cfg: Config, *, restart: bool = False, quiet: bool = False) -> dict
     from codekiln.train.loop import train
 
     torch.set_flush_denormal(True)
+    import os
+
+    if int(os.environ.get("WORLD_SIZE", "1")) > 1:
+        raise UserError("codekiln finetune runs in one process (one GPU or the CPU); for many GPUs, run its stages "
+                        "by hand and train with torchrun (docs/finetune.md)")
     f = cfg.finetune
     for key in ("base", "out"):
         if not getattr(f, key):
@@ -234,9 +256,12 @@ def finetune(cfg: Config, *, restart: bool = False, quiet: bool = False) -> dict
     seq_len = cfg.train.seq_len or model_config(resolve(init_from)).context
     tokens = data / "tokens"
     meta = tokenize_repo_level(corpus, tok_dir, tokens, holdout_fraction=f.holdout_fraction, seed=cfg.seed,
-                               repo_context=f.repo_context if f.repo_level_fim else 0.0, doc_tokens=seq_len,
-                               progress=not quiet)
+                               repo_context=f.repo_context if f.repo_level_fim else 0.0,
+                               doc_tokens=max(64, seq_len // 2), progress=not quiet)
     split = meta["splits"]
+    if split["val"]["tokens"] <= seq_len:
+        raise UserError(f"the held-out files hold {split['val']['tokens']} tokens, fewer than one sequence of "
+                        f"{seq_len + 1}: raise finetune.holdout_fraction or lower train.seq_len")
     _say(quiet, f"files: {split['train']['docs']:,} for training ({split['train']['tokens']:,} tokens), "
          f"{split['val']['docs']:,} held out ({split['val']['tokens']:,} tokens)")
     tcfg = _train_config(cfg, base_cfg, init_from, tok_dir, tokens, run, meta, None)
@@ -249,10 +274,14 @@ def finetune(cfg: Config, *, restart: bool = False, quiet: bool = False) -> dict
                for doc_id, content, path, repo, lang in corpus_rows(corpus, ["id", "content", "path", "repo", "lang"])
                if (repo or "", path or doc_id) not in held]
 
+    # The base's figures are computed once per held-out set and evaluation settings (anything else: again).
+    key = {"base": str(base), "tokens": meta["fingerprint"], "seq_len": tcfg.train.seq_len,
+           "eval_tokens": tcfg.train.eval_tokens, "seed": cfg.seed,
+           "eval": {k: getattr(f, k) for k in ("eval_tasks", "eval_bodies", "eval_max_new_tokens")}}
     before_path = data / "before.json"
     before = json.loads(before_path.read_text()) if before_path.is_file() else None
-    if before is None or before.get("model") != str(base):
-        before = _evaluate(base, files, context, tcfg, tokens, quiet, "the base model")
+    if before is None or before.get("key") != key:
+        before = {**_evaluate(base, files, context, tcfg, tokens, quiet, "the base model"), "key": key}
         atomic_write_json(before_path, before)
 
     summary = train(tcfg, restart=restart, quiet=quiet)
@@ -299,10 +328,15 @@ def summary_table(result: dict):
     for col in ("held-out files", "before", "after"):
         table.add_column(col, justify="left" if col == "held-out files" else "right")
     table.add_row("bits per byte", f"{b['val_bpb']:.4f}", f"{a['val_bpb']:.4f}")
-    for kind, rate in (a.get("exact_match") or {}).items():
+    def rate(value) -> str:
+        return "–" if value is None else f"{value:.3f}"
+
+    for kind, value in (a.get("exact_match") or {}).items():
+        if value is None and (b.get("exact_match") or {}).get(kind) is None:
+            continue  # no task of this kind (finetune.eval_tasks=0)
         table.add_row(f"infill exact match, {kind.replace('_', '-')}",
-                      f"{(b.get('exact_match') or {}).get(kind, float('nan')):.3f} ({b.get('prompt_style')})",
-                      f"{rate:.3f} ({a.get('prompt_style')})")
+                      f"{rate((b.get('exact_match') or {}).get(kind))} ({b.get('prompt_style')})",
+                      f"{rate(value)} ({a.get('prompt_style')})")
     tr = result["train"]
     table.add_row("steps, time", "", f"{tr['steps']}, {tr['elapsed_s']:.0f} s")
     table.add_row("tokens/s (training)", "", f"{result['tokens_per_s'] or 0:,.0f}")

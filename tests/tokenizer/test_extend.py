@@ -269,7 +269,7 @@ def test_rows_are_the_mean_never_fewer_and_deterministic():
     grown, cfg = add_rows(tied, _model(tie=True).cfg, 201)
     assert "lm_head.weight" not in grown and grown["embed.weight"].shape[0] == cfg.vocab_size == 256
     for vocab, before in ((100, 150), (300, 193)):  # a tokenizer smaller than before, rows the model lacks
-        with pytest.raises(ValueError, match="never removed"):
+        with pytest.raises(UserError, match="never removed"):
             add_rows(state, model.cfg, vocab, tokens_before=before)
 
 

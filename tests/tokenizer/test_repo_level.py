@@ -69,22 +69,29 @@ def test_repository_level_sequences_fit_and_hold_nearest_files_last(setup, tmp_p
                                doc_tokens=200, progress=False)
     shards = ShardSet(tmp_path / "s")
     with_others = 0
+    starts = {sp[fim.REPO]: 0, sp[fim.FILE_SEP]: 0}
+    empty_paths = 0
     for i in range(meta["splits"]["train"]["docs"]):
         ids = shards.doc("train", i)
-        assert ids[0] == sp[fim.REPO] and ids[-1] == tok.eot_id
+        assert ids[0] in (sp[fim.REPO], sp[fim.FILE_SEP]) and ids[-1] == tok.eot_id
+        starts[int(ids[0])] += 1
         seps = np.flatnonzero(ids == sp[fim.FILE_SEP])
         assert seps.size >= 1
         if ids.size > 200:  # only a current file longer than the budget by itself may exceed it
             assert seps.size == 1
         paths = [tok.decode(ids[s + 1:].tolist()).split("\n", 1)[0] for s in seps]
         current = paths[-1]
+        empty_paths += current == ""
         if len(paths) > 2:
             with_others += 1
             # the file just before the current one is in its directory whenever any context file is
             same_dir = [p.split("/")[0] == current.split("/")[0] for p in paths[:-1]]
-            if any(same_dir):
+            if current and any(same_dir):
                 assert same_dir[-1]
     assert with_others > 0
+    # a stable quarter without the repository header, a quarter with an empty current path (clients that lack them)
+    n = meta["splits"]["train"]["docs"]
+    assert 0.05 * n < starts[sp[fim.FILE_SEP]] < 0.5 * n and 0.05 * n < empty_paths < 0.5 * n
     plain = tokenize_repo_level(corpus, tok_dir, tmp_path / "p", holdout_fraction=0.25, seed=0, repo_context=0.0,
                                 doc_tokens=200, progress=False)
     first = ShardSet(tmp_path / "p").doc("train", 0)

@@ -78,12 +78,19 @@ def test_repository_level_documents_put_their_last_file_in_fim_form(tok):
     doc = np.asarray([*fim.repo_header("team/app", sp, tok.encode), *other,
                       *fim.current_file("pkg/main.py", sp, tok.encode), *tok.encode(text)], dtype=np.int64)
     head = [*fim.repo_header("team/app", sp, tok.encode), *other, *fim.current_file("pkg/main.py", sp, tok.encode)]
+    # pretraining's packed repositories (no repo_level flag) stay whole
+    assert np.array_equal(fim.transform(doc, tok, np.random.default_rng(0), 1.0, 0.5), doc)
     for seed in range(20):
-        out = fim.transform(doc, tok, np.random.default_rng(seed), 1.0, 0.5)
+        out = fim.transform(doc, tok, np.random.default_rng(seed), 1.0, 0.5, repo_level=True)
         assert out[: len(head)].tolist() == head
         assert out[len(head)] == sp[fim.PRE]
         assert fim.invert_text(out[len(head):].tolist(), tok) == text
-    assert np.array_equal(fim.transform(doc, tok, np.random.default_rng(0), 0.0, 0.5), doc)
+    assert np.array_equal(fim.transform(doc, tok, np.random.default_rng(0), 0.0, 0.5, repo_level=True), doc)
+    # without the repository header (a client that does not know it), the document starts at a file separator
+    bare = doc[len(fim.repo_header("team/app", sp, tok.encode)):]
+    out = fim.transform(bare, tok, np.random.default_rng(3), 1.0, 0.5, repo_level=True)
+    assert out[: len(head) - len(fim.repo_header("team/app", sp, tok.encode))].tolist() == head[len(fim.repo_header(
+        "team/app", sp, tok.encode)):]
     # a repository document whose last file is empty stays plain
     empty = np.asarray([*fim.repo_header("r", sp, tok.encode), *fim.current_file("a.py", sp, tok.encode)], np.int64)
-    assert np.array_equal(fim.transform(empty, tok, np.random.default_rng(0), 1.0, 0.5), empty)
+    assert np.array_equal(fim.transform(empty, tok, np.random.default_rng(0), 1.0, 0.5, repo_level=True), empty)

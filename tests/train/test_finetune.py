@@ -141,3 +141,31 @@ def test_a_base_without_fim_tokens_gets_them_and_learns_repository_level_fim_wit
     assert not torch.equal(model.embed.weight[49152:49156], base_rows[49152:49156])
     assert torch.equal(model.embed.weight[:49152], base_rows[:49152])
     assert main(["export", "hf", "--model", str(out), "--out", str(tmp_path / "adapter"), "--adapter-only"]) == 2
+
+
+def test_without_repository_context_the_checkpoint_claims_none_and_zero_tasks_still_report(base, repo, tmp_path,
+                                                                                        capsys):
+    out = tmp_path / "plain"
+    assert _finetune(base, repo, out, "train.max_steps=4", "finetune.repo_level_fim=false", "finetune.eval_tasks=0",
+                     "finetune.eval_bodies=0") == 0
+    assert not repo_level_fim(resolve(out))
+    result = json.loads((out / "finetune.json").read_text())
+    assert result["after"]["prompt_style"] == "fim" and "bits per byte" in capsys.readouterr().err
+
+
+def test_a_lora_run_resumes_bit_for_bit(shards, base, tmp_path):
+    tok, data = shards
+    args = [*MICRO, f"train.data={json.dumps([str(data)])}", f"train.tokenizer={tok}", f"train.init_from={base}",
+            "train.lora_rank=4", "train.max_steps=4", "train.checkpoint_every=2", "train.warmup_steps=1"]
+    whole, cut = tmp_path / "whole", tmp_path / "cut"
+    train(load_config(None, [*args, f"train.out={whole}"]), quiet=True)
+    train(load_config(None, [*args, f"train.out={cut}"]), quiet=True)
+    # as if the run had died after step 2: its later checkpoint and records are gone
+    import shutil
+
+    shutil.rmtree(cut / "checkpoints" / "step-4")
+    (cut / "checkpoints" / "latest").write_text("step-2\n")
+    train(load_config(None, [*args, f"train.out={cut}"]), quiet=True)
+    a = (whole / "checkpoints" / "step-4" / "model.safetensors").read_bytes()
+    assert a == (cut / "checkpoints" / "step-4" / "model.safetensors").read_bytes()
+    assert json.loads((cut / "checkpoints" / "step-4" / "config.json").read_text())["lora"]["rank"] == 4

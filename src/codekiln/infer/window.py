@@ -89,7 +89,9 @@ def fit_repo_fim(tok, prefix: str, suffix: str, *, context: int, max_new_tokens:
         return fitted
     room = context - max_new_tokens - len(fitted.ids)
     head = fim.repo_header(repo, special, tok.encode) if repo else []
-    tail = fim.current_file(path, special, tok.encode) if path else []
+    # the current file's separator whenever other files come before it (its path line empty when unknown, as
+    # in llama.cpp's /infill), so the FIM prompt is never read as the end of the last other file
+    tail = fim.current_file(path, special, tok.encode) if path or extra else []
     if len(head) + len(tail) > room:
         return fitted
     room -= len(head) + len(tail)

@@ -11,6 +11,7 @@ import math
 
 import torch
 
+from codekiln.errors import UserError
 from codekiln.model.config import ModelConfig
 
 ROW_MULTIPLE = 64  # the trainer keeps the model's vocabulary a multiple of 64 (fast matmuls): so does growing it
@@ -38,7 +39,7 @@ def add_rows(state: dict[str, torch.Tensor], cfg: ModelConfig, vocab: int,
     (a checkpoint file); it comes back the same way. Other tensors are returned as they are.
     """
     if tokens_before is not None and not 0 < tokens_before <= min(vocab, cfg.vocab_size):
-        raise ValueError(f"tokens_before {tokens_before} is not within the model's {cfg.vocab_size} rows and the new "
+        raise UserError(f"tokens_before {tokens_before} is not within the model's {cfg.vocab_size} rows and the new "
                          f"vocab {vocab}: rows are added, never removed")
     if tokens_before is None:
         tokens_before = cfg.vocab_size
@@ -58,7 +59,7 @@ def add_rows(state: dict[str, torch.Tensor], cfg: ModelConfig, vocab: int,
 def _grown(weight: torch.Tensor, rows: int, tokens_before: int) -> torch.Tensor:
     """weight with `rows` rows: the first tokens_before kept, every later one their mean (in float64, then cast)."""
     if weight.shape[0] < tokens_before:
-        raise ValueError(f"a weight of {weight.shape[0]} rows has fewer than tokens_before {tokens_before}")
+        raise UserError(f"a weight of {weight.shape[0]} rows has fewer than tokens_before {tokens_before}")
     mean = weight[:tokens_before].detach().double().mean(dim=0).to(weight.dtype)
     grown = weight.new_empty((rows, *weight.shape[1:]))
     grown[:] = mean

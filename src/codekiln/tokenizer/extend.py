@@ -106,8 +106,8 @@ def add_special_tokens(src_dir, out_dir, names) -> dict:
     shutil.rmtree(tmp, ignore_errors=True)
     tmp.mkdir()
     try:
-        for path in sorted(src.iterdir()):  # anything else the directory holds travels with it
-            if path.is_file() and path.name not in FILES:
+        for path in sorted(src.iterdir()):  # other tokenizer files travel with it (never an export's weights)
+            if path.is_file() and path.name not in FILES and path.name.startswith(("tokenizer", "vocab", "merges")):
                 atomic_write_bytes(tmp / path.name, path.read_bytes())
         atomic_write_bytes(tmp / "tokenizer.json", text.encode("utf-8"))
         atomic_write_json(tmp / "tokenizer_config.json", new_config)

@@ -12,6 +12,8 @@ repository-level sequence, the layout an editor's request turns into at completi
 
     <|repo_name|>repo\\n <|file_sep|>other/path\\ntext ... <|file_sep|>path\\ncurrent file <|endoftext|>
 
+A stable quarter of these sequences has no repository header and a quarter an empty current path: clients
+do not always know them (llama.cpp's /infill sends neither), and fit_repo_fim then leaves them out too.
 The other files are training files of the same repository only (a held-out file never appears in a
 training sequence), nearest paths first (same directory, then the longest shared path), each whole
 or not at all, until the sequence would exceed `doc_tokens`; the most relevant sits last, nearest the
@@ -76,13 +78,17 @@ def _context(current: dict, others: list[dict], room: int, seed: int) -> list[di
 def _sequences(repo: str, files: list[dict], tok, seed: int, repo_context: float, doc_tokens: int):
     """(lang, nbytes, ids) per training file of one repository, in corpus order."""
     sp = tok.special_ids
-    head = fim.repo_header(repo, sp, tok.encode)
     for f in files:
-        with_context = repo_context > 0 and _unit(seed, "repo-context\0", file_key(repo, f["path"], f["id"])) < repo_context
+        key = file_key(repo, f["path"], f["id"])
+        with_context = repo_context > 0 and _unit(seed, "repo-context\0", key) < repo_context
         if not with_context:
             yield f["lang"], f["bytes"], f["ids"] + [tok.eot_id]
             continue
-        current = [*fim.current_file(f["path"], sp, tok.encode), *f["ids"]]
+        # Clients do not always know the repository's name or the current file's path (llama.cpp's /infill
+        # sends neither): a stable quarter of the sequences leaves each out, as fit_repo_fim then does.
+        head = fim.repo_header(repo, sp, tok.encode) if repo and _unit(seed, "no-repo\0", key) >= 0.25 else []
+        path = f["path"] if _unit(seed, "no-path\0", key) >= 0.25 else ""
+        current = [*fim.current_file(path, sp, tok.encode), *f["ids"]]
         room = doc_tokens - len(head) - len(current) - 1
         others = [o for o in files if o is not f]
         ctx = _context(f, others, room, seed) if room > 0 else []

@@ -92,6 +92,8 @@ class _Walk:
         self.streams = max(1, min(streams, self.order(0).size))
         self.cursors = [(0, 0, 0) for _ in range(self.streams)]  # per stream: (epoch, position, offset)
         self._docs: list[OrderedDict] = [OrderedDict() for _ in range(self.streams)]
+        # fine-tuning shards in the editors' repository layout: FIM goes to each document's last file
+        self.repo_level = comp.shards.meta.get("fingerprint", {}).get("layout") == "repo_level_fim"
 
     def order(self, epoch: int) -> np.ndarray:
         """This rank's documents for an epoch: a seeded permutation, every world-th from rank."""
@@ -115,7 +117,7 @@ class _Walk:
             ids = self.comp.shards.doc("train", d)
             if self.fim_rate > 0 and self.tok is not None:
                 rng = np.random.default_rng([self.seed, self.key, epoch, d, 1])
-                body = fim.transform(ids[:-1], self.tok, rng, self.fim_rate, self.spm_rate)
+                body = fim.transform(ids[:-1], self.tok, rng, self.fim_rate, self.spm_rate, self.repo_level)
                 ids = np.concatenate([body, ids[-1:]])
             cache[(epoch, pos)] = ids
             while len(cache) > 2:

@@ -39,7 +39,7 @@ RESUMABLE_KEYS = {"log_every", "eval_every", "checkpoint_every", "keep_checkpoin
                   "compile", "activation_checkpointing", "peak_tflops"}
 
 
-# What `codekiln finetune` keeps in its run directory besides the run itself (codekiln.train.finetune).
+# What `codekiln finetune` (codekiln.finetune, above this package) keeps in its run directory besides the run.
 FINETUNE_NAMES = ("data", "finetune.json", "finetune.md")
 
 
@@ -261,8 +261,9 @@ def _train(cfg: Config, d: parallel.Dist, restart: bool, quiet: bool) -> dict:
 
         apply_lora(model, lora, cfg.seed)
     model.to(device)
-    extra = {"repo_level_fim": True} if t.fim_rate > 0 and any(st.meta.get("fingerprint", {}).get("layout") == "repo_level_fim"
-                                                             for st in sets) else {}
+    repo_level = any(st.meta.get("fingerprint", {}).get("layout") == "repo_level_fim" and
+                     st.meta["fingerprint"].get("repo_context", 0) > 0 for st in sets)
+    extra = {"repo_level_fim": True} if t.fim_rate > 0 and repo_level else {}
     if lora is not None:
         extra["lora"] = {**lora.to_dict(), "base": str(Path(t.init_from).resolve())}
     fpt = flops_per_token(mcfg, seq_len)
@@ -384,10 +385,11 @@ def _train(cfg: Config, d: parallel.Dist, restart: bool, quiet: bool) -> dict:
     finally:
         progress.close()
         log.close()
+        memory_record = memory.record()
     summary = {"steps": step, "tokens": tokens, "epochs": stream.epochs(), "elapsed_s": round(elapsed, 1),
                "run": str(run), "trainable_parameters": sum(p.numel() for p in {id(p): p for p in model.parameters()
                                                                                if p.requires_grad}.values()),
-               "memory_mb": memory.record()}
+               "memory_mb": memory_record}
     if d.main:
         from codekiln.train.plot import plot_run
 
