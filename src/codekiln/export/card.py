@@ -367,7 +367,7 @@ def _origin(inputs: dict) -> str:
         return f"fine-tuned with `codekiln finetune` from {_base(inputs)}"
     if inputs["imported_from"] and not (inputs["record"] or {}).get("tokens"):
         return f"imported with `codekiln import` from `{inputs['imported_from']}`"
-    if (inputs["config"] or {}).get("train", {}).get("init_from"):
+    if ((inputs["config"] or {}).get("train") or {}).get("init_from"):
         return "trained with codekiln, continuing from an earlier model (`train.init_from`)"
     return "trained from scratch with codekiln" if inputs["run"] else "exported by codekiln"
 
