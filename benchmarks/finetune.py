@@ -130,14 +130,15 @@ def main() -> None:
         for mode in ("full", "lora"):
             extra = [f"train.lr={LR[name][mode]}"] + (["--lora", str(args.lora_rank)] if mode == "lora" else [])
             speeds, added = [], []
-            for r in range(args.repeats):
-                calib = work / f"calib-{name}-{mode}-{r}"
-                shutil.rmtree(calib, ignore_errors=True)
+            calib = work / f"calib-{name}-{mode}"
+            shutil.rmtree(calib, ignore_errors=True)
+            for r in range(args.repeats):  # the corpus and the base's figures are kept; training starts over
                 res, _ = finetune(base, code, calib, [*extra, f"train.max_steps={args.calibration_steps}",
-                                                      "finetune.eval_tasks=0", "finetune.eval_bodies=0"])
+                                                      "finetune.eval_tasks=0", "finetune.eval_bodies=0"]
+                                  + (["--restart"] if r else []))
                 speeds.append(res["tokens_per_s"])
                 added.append(res["train"]["memory_mb"]["added_mb"])
-                shutil.rmtree(calib, ignore_errors=True)
+            shutil.rmtree(calib, ignore_errors=True)
             batch_tokens = 4 * 512
             steps = max(1, int(args.budget_s * statistics.median(speeds) / batch_tokens))
             out = work / f"{name}-{mode}"

