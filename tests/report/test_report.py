@@ -38,6 +38,31 @@ MODEL = ["model.d_model=32", "model.n_layers=2", "model.n_heads=4", "model.kv_he
 HOSTILE = "</pre><script>alert(1)</script><img src=x onerror=alert(2)>"
 EMAIL = "alice.private@example.org"
 IDS = [ident for ident, *_ in SECTIONS]
+SMOL = "SmolLM2-135M-Instruct.Q4_1"
+
+
+def _by_lang(x: float) -> dict:
+    return {"Python": x, "JavaScript": x + 0.4}
+
+
+# eval/summary.json as codekiln.eval.suite.run_suite writes it.
+EVAL_SUMMARY = {
+    "bpb": {"model": {"val_bpb": 2.31, "val_bpb_by_lang": _by_lang(2.3)},
+            "untrained": {"val_bpb": 8.1, "val_bpb_by_lang": _by_lang(8.0)},
+            "reference": {"name": SMOL, "val_bpb": 0.91, "val_bpb_by_lang": _by_lang(0.9)},
+            "finetuned": {"name": SMOL, "val_bpb": 0.74, "val_bpb_by_lang": _by_lang(0.7)}, "bytes": 36_512},
+    "humaneval": {"pass_at_k": {"1": 0.0061, "10": 0.02}, "tasks_evaluated": 164, "samples": 328, "parse_rate": 0.83},
+    "infill": {"single_line": {"exact_match": 0.12, "pass_at_1": 0.08, "tasks": 164}},
+    "parse_rate": 0.83,
+    "published": [{"model": "CodeParrot-small (110M)", "humaneval_pass_at_1": 0.038},
+                  {"model": "SantaCoder (1.1B)", "humaneval_pass_at_1": 0.18},
+                  {"model": "replit-code-v1-3b (2.7B)", "humaneval_pass_at_1": 0.219}],
+    "completions": [{"prompt": "def fibonacci(n):", "model": "\n    return n\n",
+                     "reference_model": "\n    if n < 2:\n        return n\n"},
+                    {"prompt": "class Stack:", "model": HOSTILE, "reference_model": None},
+                    {"prompt": "import os\n", "model": "", "reference_model": "import sys\n"}],
+    "skipped": {},
+}
 
 
 def _cli(*argv) -> None:
@@ -111,26 +136,14 @@ def full(tmp_path_factory) -> Path:
     _cli("export", "hf", "--model", out / "run", "--out", out / "export" / "hf")
     _cli("export", "gguf", "--model", out / "run", "--out", out / "export" / "model.gguf")
     shutil.copy(out / "run" / "config.yaml", out / "config.yaml")
-    stages = [{"name": n, "status": s, "elapsed_s": t, "reason": r} for n, s, t, r in [
+    stages = [{"name": n, "status": s, "elapsed_s": t, "reason": r, "note": f"{n} note"} for n, s, t, r in [
         ("corpus", "done", 0.7, "inputs changed"), ("tokenizer", "done", 0.1, "inputs changed"),
         ("tokens", "done", 0.2, ""), ("train", "done", 4.1, ""), ("eval", "skipped", 0.0, "unchanged"),
         ("import", "done", 3.0, ""), ("finetune", "failed", 1.5, HOSTILE), ("export", "done", 0.2, "")]]
     (out / "pipeline.json").write_text(json.dumps({"stages": stages, "started": "2026-12-08T10:00:00Z",
                                                    "finished": "2026-12-08T10:00:11Z"}))
     (out / "eval").mkdir()
-    by_lang = lambda x: {"Python": x, "JavaScript": x + 0.4}  # noqa: E731
-    (out / "eval" / "summary.json").write_text(json.dumps({
-        "bpb": {"model": {"val_bpb": 2.31, "val_bpb_by_lang": by_lang(2.3)},
-                "untrained": {"val_bpb": 8.1, "val_bpb_by_lang": by_lang(8.0)},
-                "reference": {"name": "SmolLM2-135M", "val_bpb": 0.91, "val_bpb_by_lang": by_lang(0.9)}},
-        "humaneval": {"pass_at_k": {"1": 0.0061, "10": 0.02}, "tasks_evaluated": 164, "samples": 328},
-        "infill": {"single_line": {"exact_match": 0.12, "pass_at_1": 0.08},
-                   "multi_line": {"exact_match": 0.02, "pass_at_1": 0.01}},
-        "parse_rate": 0.83,
-        "completions": [{"prompt": "def fibonacci(n):", "model": "\n    return n\n",
-                         "reference_model": "\n    if n < 2:\n        return n\n"},
-                        {"prompt": "class Stack:", "model": HOSTILE, "reference_model": None},
-                        {"prompt": "import os\n", "model": "", "reference_model": "import sys\n"}]}))
+    (out / "eval" / "summary.json").write_text(json.dumps(EVAL_SUMMARY))
     (out / "import").mkdir()
     (out / "import" / "import.json").write_text(json.dumps({
         "format": "codekiln-import", "kind": "gguf", "source": "/opt/models/SmolLM2-135M-Instruct.Q4_1.gguf",
@@ -199,15 +212,18 @@ def test_full_folder_report_shows_every_part(full):
     ev = sections["evaluation"]
     for name, share in (("CodeParrot-small", "3.8%"), ("SantaCoder", "18.0%"), ("replit-code-v1-3b", "21.9%")):
         assert re.search(rf"{name}.*?{re.escape(share)}.*?published figure", ev, flags=re.S), name
-    assert "0.6%" in ev and "SmolLM2-135M (reference)" in ev and "83.0%" in ev and "pass@10 2.0%" in ev
+    assert "0.6%" in ev and "83.0%" in ev and "pass@10 2.0%" in ev and "36.5 kB" in ev
+    assert f"<th class=\"num\">{SMOL} (reference)</th><th class=\"num\">{SMOL} (fine-tuned)</th>" in ev
+    assert f"<th>this model</th><th>{SMOL} (fine-tuned)</th>" in ev  # the completions beside this model's
     ft = sections["finetune"]
     assert ft.count('class="body"') == 5 and "1.2100" in ft and "0.9300" in ft and "+20.0 points" in ft
+    assert f"{SMOL}.gguf (llama, 135M parameters" in ft  # the base is this run's import/, named as imported
     exports = sections["exports"]
     size_mb = (full / "export" / "hf" / "model.safetensors").stat().st_size
     assert "export/hf/model.safetensors" in exports and "export/model.gguf" in exports and "llama-server" in exports
     assert f"{size_mb / 1e3:.3g} kB" in exports or f"{size_mb / 1e6:.3g} MB" in exports
     assert f"codekiln serve --model {full / 'export' / 'hf'}" in exports
-    assert "SmolLM2-135M-Instruct.Q4_1.gguf (llama, 135M parameters" in sections["overview"]
+    assert f"{SMOL}.gguf (llama, 135M parameters" in sections["overview"]
 
 
 def test_folder_with_only_config_says_not_run_once_per_section(empty):
@@ -230,6 +246,18 @@ def test_unreadable_parts_are_noted_and_the_rest_renders(full, tmp_path):
     assert "could not read eval/summary.json" in sections["evaluation"]
     assert 'class="problem"' in sections["finetune"]
     assert _not_run(sections["data"]) == 0 and sections["training"].count("<svg") == 4
+
+
+def test_evaluation_says_why_a_part_was_skipped(tmp_path):
+    folder = tmp_path / "run"
+    (folder / "eval").mkdir(parents=True)
+    why = "eval.allow_code_execution is false: model-written code is not run"
+    summary = {**EVAL_SUMMARY, "humaneval": None, "infill": None, "parse_rate": None,
+               "skipped": {"humaneval": why, "infill": why}}
+    (folder / "eval" / "summary.json").write_text(json.dumps(summary))
+    evaluation = _sections(build_report(folder).read_text())["evaluation"]
+    assert _not_run(evaluation) == 3 and evaluation.count(why) == 3  # infilling, parse rate, HumanEval
+    assert evaluation.count("<td>published figure</td>") == 3 and "<td>this run</td>" not in evaluation
 
 
 def test_report_refuses_a_missing_folder(tmp_path):

@@ -30,7 +30,7 @@ SECTIONS = [
     ("tokenizer", "Tokenizer", "Tokenizer", sections.render_tokenizer),
     ("training", "Training", "Training", sections.render_training),
     ("evaluation", "Evaluation", "Evaluation", sections.render_evaluation),
-    ("finetune", "Fine-tune", "Fine-tune on your code", sections.render_finetune),
+    ("finetune", "Fine-tune", "Fine-tune", sections.render_finetune),
     ("exports", "Exports", "Exported model", overview.render_exports),
 ]
 # What an unexpected shape in a part's JSON raises while a section reads it: the section then says so,

@@ -183,6 +183,7 @@ pre { margin:4px 0 8px; padding:8px 10px; background:#f3f5f8; border:1px solid v
 code { font-family: ui-monospace, SFMono-Regular, Menlo, Consolas, "Liberation Mono", monospace; }
 p code, li code, td code { background:#f0f2f5; padding:1px 4px; border-radius:4px; font-size:13px; }
 td pre { margin:0; }
+td pre code, pre code { background:none; padding:0; border-radius:0; font-size:inherit; }
 table.completions { width:100%; table-layout:fixed; }
 pre .prompt { color:#7b8794; }
 .badge { display:inline-block; padding:0 8px; border-radius:9px; font-size:12px; font-weight:600; line-height:18px; }

@@ -142,21 +142,20 @@ class RunFolder:
 
 
 def _read_rows(part: Path, part_no: int, rows: set[int]) -> dict[tuple[int, int], dict]:
-    """The chosen rows of one Parquet part, reading only the row groups that hold them."""
+    """The chosen rows of one Parquet part, streamed in batches up to the last of them (a part can be one
+    row group of a hundred megabytes; the examples are usually near its start)."""
     import pyarrow.parquet as pq
 
-    file = pq.ParquetFile(part)
-    out, start = {}, 0
-    for group in range(file.num_row_groups):
-        n = file.metadata.row_group(group).num_rows
-        inside = sorted(r for r in rows if start <= r < start + n)
-        if inside:
-            table = file.read_row_group(group, columns=["repo", "path", "lang", "bytes", "content"])
-            for r in inside:
-                row = table.slice(r - start, 1).to_pylist()[0]
-                out[(part_no, r)] = {"repo": row["repo"] or "", "path": row["path"] or "", "lang": row["lang"] or "",
-                                     "bytes": row["bytes"] or 0, **excerpt(row["content"] or "")}
-        start += n
+    out, start, last = {}, 0, max(rows)
+    columns = ["repo", "path", "lang", "bytes", "content"]
+    for batch in pq.ParquetFile(part).iter_batches(batch_size=256, columns=columns):
+        for r in sorted(r for r in rows if start <= r < start + batch.num_rows):
+            row = batch.slice(r - start, 1).to_pylist()[0]
+            out[(part_no, r)] = {"repo": row["repo"] or "", "path": row["path"] or "", "lang": row["lang"] or "",
+                                 "bytes": row["bytes"] or 0, **excerpt(row["content"] or "")}
+        start += batch.num_rows
+        if start > last:
+            break
     return out
 
 

@@ -58,7 +58,7 @@ def _training_plan(cfg: dict, summary: dict | None) -> str | None:
     return "; ".join(parts) or None
 
 
-def _imported(folder: RunFolder) -> str | None:
+def imported_model(folder: RunFolder) -> str | None:
     """What import/ holds: architecture, parameters, where it came from."""
     record = folder.json("import/import.json")
     if not isinstance(record, dict):
@@ -97,7 +97,7 @@ def render_overview(folder: RunFolder) -> Html:
          if tok_cfg or meta else None),
         ("token shards", ", ".join(f"{name} {short((s or {}).get('tokens'))} tokens" for name, s in splits.items())
          or None),
-        ("imported model", _imported(folder)),
+        ("imported model", imported_model(folder)),
         ("seed", cfg.get("seed")),
         ("config", tag("code", source) if source else "no config.yaml"),
     ]
@@ -109,11 +109,18 @@ def render_overview(folder: RunFolder) -> Html:
         out.append(not_run("pipeline.json is missing: no record of the stages. Parts present: "
                            + (", ".join(f"{p}/" for p in present) or "none") + "."))
         return join(out)
-    rows = [[s.get("name", "?"), badge(str(s.get("status", "?"))), seconds(s.get("elapsed_s")), s.get("reason") or ""]
-            for s in stages if isinstance(s, dict)]
-    total = sum(s.get("elapsed_s") or 0 for s in stages if isinstance(s, dict))
-    rows.append([tag("strong", "total"), "", tag("strong", seconds(total)), ""])
-    out.append(table(["stage", "status", "time", "why"], rows, numeric=(2,)))
+    stages = [s for s in stages if isinstance(s, dict)]
+    rows = [[s.get("name", "?"), badge(str(s.get("status", "?"))),
+             "–" if s.get("status") == "skipped" else seconds(s.get("elapsed_s")),
+             s.get("reason") or "", s.get("note") or ""] for s in stages]
+    # A stage the record says was running, with no entry of its own: the run stopped inside it.
+    listed = {s.get("name") for s in stages}
+    running = pipeline.get("running") if isinstance(pipeline.get("running"), dict) else {}
+    rows += [[name, badge("interrupted"), "–", "the run stopped during this stage; the same command resumes it", ""]
+             for name in running if name not in listed]
+    total = sum(s.get("elapsed_s") or 0 for s in stages if isinstance(s.get("elapsed_s"), (int, float)))
+    rows.append([tag("strong", "total"), "", tag("strong", seconds(total)), "", ""])
+    out.append(table(["stage", "status", "time", "why", "result"], rows, numeric=(2,)))
     when = [f"{k} {pipeline[k]}" for k in ("started", "finished") if pipeline.get(k)]
     if when:
         out.append(note("; ".join(when)))

@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import re
+from pathlib import Path
+
 from codekiln.report import svg
 from codekiln.report.html import (Html, code, join, facts, note, not_run, num, pct, rate, row, seconds, short, size,
                                   table, tag)
@@ -164,18 +167,38 @@ def render_evaluation(folder: RunFolder) -> Html:
     ev = folder.json("eval/summary.json")
     if not isinstance(ev, dict):
         return not_run("eval/summary.json is missing: the model was not evaluated")
-    return join([_bpb(ev.get("bpb")), _infill(ev.get("infill"), ev.get("parse_rate")),
-                 _humaneval(ev.get("humaneval")), _completions(ev.get("completions"), ev.get("bpb"))])
+    skipped = ev.get("skipped") if isinstance(ev.get("skipped"), dict) else {}
+    return join([_bpb(ev.get("bpb")), _infill(ev.get("infill"), ev.get("parse_rate"), skipped),
+                 _humaneval(ev.get("humaneval"), _anchors(ev.get("published")), skipped),
+                 _completions(ev.get("completions"), ev.get("bpb"))])
+
+
+def _anchors(published) -> list[tuple[str, str, float]]:
+    """(model, parameters, pass@1) of the published figures eval/summary.json carries, else ANCHORS."""
+    found = []
+    for entry in published if isinstance(published, list) else []:
+        if isinstance(entry, dict) and isinstance(entry.get("humaneval_pass_at_1"), (int, float)):
+            name, params = re.fullmatch(r"(.*?)(?: \(([^()]*)\))?", str(entry.get("model", "?"))).groups()
+            found.append((name, params or "–", entry["humaneval_pass_at_1"]))
+    return found or ANCHORS
+
+
+def _other_models(bpb: dict) -> list[tuple[str, dict]]:
+    """(column label, entry) of the reference and fine-tuned models measured beside this one."""
+    out = []
+    for key, label in (("reference", "reference"), ("finetuned", "fine-tuned")):
+        entry = bpb.get(key)
+        if isinstance(entry, dict):
+            out.append((f"{entry.get('name') or key} ({label})", entry))
+    return out
 
 
 def _bpb(bpb) -> Html:
     head = tag("h3", "Held-out bits per byte")
     if not isinstance(bpb, dict) or not isinstance(bpb.get("model"), dict):
         return join([head, not_run("bits per byte: not measured")])
-    ref = bpb.get("reference") if isinstance(bpb.get("reference"), dict) else None
-    cols = [("this model", bpb["model"]), ("untrained", bpb.get("untrained")),
-            (f"{ref.get('name', 'reference')} (reference)" if ref else None, ref)]
-    cols = [(name, entry) for name, entry in cols if name and isinstance(entry, dict)]
+    cols = [("this model", bpb["model"]), ("untrained", bpb.get("untrained")), *_other_models(bpb)]
+    cols = [(name, entry) for name, entry in cols if isinstance(entry, dict)]
     langs: list[str] = []
     for _, entry in cols:
         for lang in entry.get("val_bpb_by_lang") or {}:
@@ -188,52 +211,55 @@ def _bpb(bpb) -> Html:
     def value(entry, lang):
         return entry.get("val_bpb") if lang == "all" else (entry.get("val_bpb_by_lang") or {}).get(lang)
 
-    colors = [ACCENT, "#cbd2d9", "#ea580c"]
-    chart = svg.bar_chart(labels[:13], [svg.Series(name, [], [value(e, lang) for lang in labels[:13]], color=colors[i])
-                                        for i, (name, e) in enumerate(cols)],
+    colors = {"this model": ACCENT, "untrained": "#cbd2d9"}
+    extra = iter(["#ea580c", "#059669"])
+    chart = svg.bar_chart(labels[:13], [svg.Series(name, [], [value(e, lang) for lang in labels[:13]],
+                                                   color=colors.get(name) or next(extra))
+                                        for name, e in cols],
                           title="bits per byte on held-out code (lower is better)", value_format=lambda v: f"{v:.3f}")
     rows = [[tag("strong", lang) if lang == "all" else lang, *(rate(value(e, lang)) for _, e in cols)]
             for lang in labels]
+    measured = f" ({size(bpb['bytes'])} of this run's validation split)" if isinstance(bpb.get("bytes"), int) else ""
     return join([head, chart, table(["language", *(name for name, _ in cols)], rows, numeric=range(1, len(cols) + 1)),
-                 note("The same held-out bytes for every model, so tokenizers of any size compare fairly. The "
-                      "untrained model is this architecture at initialisation: what learning bought.")])
+                 note(f"The same held-out bytes for every model{measured}, so tokenizers of any size compare "
+                      "fairly. The untrained model is this architecture at initialisation: what learning bought.")])
 
 
-def _infill(infill, parse_rate) -> Html:
+def _infill(infill, parse_rate, skipped: dict) -> Html:
     out = [tag("h3", "Infilling and parse rate")]
     if isinstance(infill, dict) and infill:
-        rows = [[kind.replace("_", "-"), pct((v or {}).get("exact_match")), pct((v or {}).get("pass_at_1"))]
-                for kind, v in infill.items() if isinstance(v, dict)]
-        out.append(table(["span", "exact match", "pass@1 (tests run)"], rows, numeric=(1, 2)))
+        rows = [[kind.replace("_", "-"), num((v or {}).get("tasks")), pct((v or {}).get("exact_match")),
+                 pct((v or {}).get("pass_at_1"))] for kind, v in infill.items() if isinstance(v, dict)]
+        out.append(table(["span", "tasks", "exact match", "pass@1 (tests run)"], rows, numeric=(1, 2, 3)))
     else:
-        out.append(not_run("infilling: not evaluated"))
+        out.append(not_run(f"infilling: {skipped.get('infill') or 'not evaluated'}"))
     if isinstance(parse_rate, (int, float)):
-        out.append(tag("p", tag("strong", pct(parse_rate)), " of the model's completions parse."))
+        out.append(tag("p", tag("strong", pct(parse_rate)), " of the model's HumanEval programs parse."))
     else:
-        out.append(not_run("parse rate: not measured"))
+        out.append(not_run(f"parse rate: {skipped.get('humaneval') or 'not measured'}"))
     return join(out)
 
 
-def _humaneval(he) -> Html:
+def _humaneval(he, anchors: list[tuple[str, str, float]], skipped: dict) -> Html:
     out = [tag("h3", "HumanEval")]
-    ours = (he or {}).get("pass_at_k", {}).get("1") if isinstance(he, dict) else None
-    labels = (["this model"] if isinstance(ours, (int, float)) else []) + [f"{n} ({p}, published)"
-                                                                           for n, p, _ in ANCHORS]
-    values = ([ours] if isinstance(ours, (int, float)) else []) + [v for _, _, v in ANCHORS]
-    colors = ([ACCENT] if isinstance(ours, (int, float)) else []) + [REFERENCE_GREY] * len(ANCHORS)
+    ours = (he.get("pass_at_k") or {}).get("1") if isinstance(he, dict) else None
+    measured = isinstance(ours, (int, float))
+    labels = (["this model"] if measured else []) + [f"{n} ({p}, published)" for n, p, _ in anchors]
+    values = ([ours] if measured else []) + [v for _, _, v in anchors]
+    colors = ([ACCENT] if measured else []) + [REFERENCE_GREY] * len(anchors)
     chart = svg.bar_chart(labels, [svg.Series("pass@1", [], values)], title="HumanEval pass@1",
                           value_format=lambda v: f"{100 * v:.1f}%", colors=colors, width=600,
                           caption_right="grey: published figures", tick_format=lambda v: f"{100 * v:g}%")
     rows = []
-    if isinstance(ours, (int, float)):
+    if measured:
         rows.append(["this model", "this run", pct(ours),
                      f"{num(he.get('tasks_evaluated'))} tasks, {num(he.get('samples'))} samples"])
     else:
-        out.append(not_run("HumanEval: not evaluated (it needs --allow-code-execution and a sandbox)"))
-    rows += [row([name, params, pct(v), "published figure"], numeric=(2,), cls="anchor") for name, params, v in ANCHORS]
-    out.append(chart or "")
+        out.append(not_run(f"HumanEval: {skipped.get('humaneval') or 'not evaluated'}"))
+    rows += [row([name, params, pct(v), "published figure"], numeric=(2,), cls="anchor") for name, params, v in anchors]
+    out.append(chart)
     out.append(table(["model", "parameters", "pass@1", "source"], rows, numeric=(2,)))
-    others = {k: v for k, v in ((he or {}).get("pass_at_k") or {}).items() if k != "1"} if isinstance(he, dict) else {}
+    others = {k: v for k, v in (he.get("pass_at_k") or {}).items() if k != "1"} if isinstance(he, dict) else {}
     if others:
         ordered = sorted(others.items(), key=lambda kv: int(kv[0]) if str(kv[0]).isdigit() else 0)
         out.append(note("This model: " + ", ".join(f"pass@{k} {pct(v)}" for k, v in ordered) + "."))
@@ -253,10 +279,10 @@ def _completions(completions, bpb) -> Html:
     items = [c for c in completions or [] if isinstance(c, dict)]
     if not items:
         return join([head, not_run("completions: none recorded")])
-    ref = (bpb or {}).get("reference") if isinstance(bpb, dict) else None
-    ref_name = ref.get("name") if isinstance(ref, dict) else None
+    # The suite completes with the fine-tune when there is one, else with the reference (eval/suite.py).
+    others = _other_models(bpb) if isinstance(bpb, dict) else []
     with_ref = any(c.get("reference_model") is not None for c in items)
-    headers = ["this model"] + ([ref_name or "reference model"] if with_ref else [])
+    headers = ["this model"] + ([others[-1][0] if others else "other model"] if with_ref else [])
     rows = [[_completion(str(c.get("prompt", "")), c.get("model"))]
             + ([_completion(str(c.get("prompt", "")), c.get("reference_model"))] if with_ref else [])
             for c in items]
@@ -276,8 +302,13 @@ def render_finetune(folder: RunFolder) -> Html:
     before, after = ft.get("before") or {}, ft.get("after") or {}
     tr, files, tokens = ft.get("train") or {}, ft.get("files") or {}, ft.get("tokens") or {}
     base = str(ft.get("base") or "?")
+    imported = folder.path / "import"
+    if imported.is_dir() and Path(base).resolve() == imported.resolve():
+        from codekiln.report.overview import imported_model
+
+        base = imported_model(folder) or base
     out = [facts([
-        ("base model", tag("code", base)),
+        ("base model", base),
         ("method", f"LoRA rank {ft['lora_rank']}" if ft.get("lora_rank") else "full fine-tuning"),
         ("held-out files", f"{num(files.get('held_out'))} of "
                            f"{num((files.get('train') or 0) + (files.get('held_out') or 0))} "
