@@ -34,6 +34,7 @@ def _cmd_data_build(args) -> int:
 
     sources, overrides = _split_overrides(args.sources)
     config = load_config(args.config, overrides)
+    sources = sources or list(config.data.sources)  # the config's data.sources when none is given here
     build = CorpusBuild(sources, args.out, config, keep_removed=args.keep_removed, workers=args.workers,
                         overwrite=args.overwrite, progress=not args.quiet, executor=args.executor,
                         spark_master=args.spark_master, spark_conf=args.spark_conf)
@@ -379,7 +380,7 @@ def build_parser() -> argparse.ArgumentParser:
         "build", help="build a clean, deduplicated corpus",
         description="Build a corpus from SOURCEs: directories of repositories, Parquet, JSONL(.gz), "
                     "python-stdlib, python-packages. Words like data.dedup.threshold=0.8 override the config.")
-    b.add_argument("sources", nargs="+", metavar="SOURCE", help="a source, or a section.key=value override")
+    b.add_argument("sources", nargs="*", metavar="SOURCE", help="a source, or a section.key=value override (default: the config's data.sources)")
     b.add_argument("--out", required=True, help="corpus directory to write (resumed when it holds the same build)")
     b.add_argument("--config", help="YAML config file")
     b.add_argument("--workers", type=int, help="worker processes (default: data.workers, 0 = all cores)")

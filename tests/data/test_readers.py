@@ -362,3 +362,17 @@ def test_spark_driver_finds_the_unavailable_source_in_a_worker_traceback(tmp_pat
     assert source_unavailable_in(text) == str(info.value)
     assert str(info.value).startswith(f"source unavailable: {f}: [Errno 110] Connection timed out (tried 2 times)")
     assert source_unavailable_in("py4j.protocol.Py4JJavaError: something else") is None
+
+
+def test_python_packages_fixed_list_reads_only_those_distributions():
+    """`python-packages:A,B` reads exactly those distributions (names normalized as pip does), so a corpus does
+    not change when other packages are installed; a distribution that is not installed is a one-line error."""
+    from codekiln.data.readers import resolve_source
+
+    assert resolve_source("python-packages:PyYAML, pytest") == ("python-packages", "pytest,pyyaml")
+    tasks, _ = plan_sources(["python-packages:pytest,PyYAML"], DataConfig())
+    assert {it[0] for t in tasks for it in t["items"]} == {"pytest", "pyyaml"}
+    with pytest.raises(UserError, match="not installed here: no-such-dist"):
+        plan_sources(["python-packages:pytest,no_such.dist"], DataConfig())
+    with pytest.raises(UserError, match="names no distribution"):
+        resolve_source("python-packages:")

@@ -70,7 +70,7 @@ class CorpusBuild:
         self.cfg = config.data
         self.config = config
         self.sources = [readers.resolve_source(s) for s in sources]
-        self.source_specs = [f"{k}:{loc}" if k not in readers.BUILTIN_SOURCES else k for k, loc in self.sources]
+        self.source_specs = [k if loc == k else f"{k}:{loc}" for k, loc in self.sources]
         if is_uri(str(out)):
             if executor != "spark":
                 raise UserError(f"--out {out}: a corpus is written to a URI by --executor spark only; "

@@ -66,6 +66,11 @@ def resolve_source(spec: str) -> tuple[str, str]:
     """(kind, location) of a SOURCE argument; a missing path is a UserError."""
     if spec in BUILTIN_SOURCES:
         return spec, spec
+    if spec.startswith("python-packages:"):  # a fixed list of distributions: the corpus no longer depends on extras
+        names = sorted({_dist_key(n) for n in spec.split(":", 1)[1].split(",") if n.strip()})
+        if not names:
+            raise UserError("python-packages: names no distribution (python-packages:NAME,NAME,...)")
+        return "python-packages", ",".join(names)
     if _URI.match(spec):
         return _resolve_uri(spec)
     kind, sep, rest = spec.partition(":")
@@ -361,17 +366,25 @@ def _plan_stdlib(_location: str, cfg: DataConfig, skipped: dict) -> list[dict]:
     return _chunk_files("python-stdlib", items, cfg)
 
 
-def _plan_packages(_location: str, cfg: DataConfig, skipped: dict) -> list[dict]:
+def _dist_key(name: str) -> str:
+    """A distribution's normalized name (PEP 503, as pip compares them)."""
+    return name.strip().lower().replace("_", "-").replace(".", "-")
+
+
+def _plan_packages(location: str, cfg: DataConfig, skipped: dict) -> list[dict]:
     skip_dirs = set(cfg.walk.skip_dirs) - {"site-packages"}
+    wanted = None if location == "python-packages" else set(location.split(","))
     seen: set[str] = set()
     dists = []
     for dist in importlib.metadata.distributions():
         name = (dist.metadata.get("Name") or "").strip()
-        key = name.lower().replace("_", "-").replace(".", "-")
-        if not name or key in seen:
+        key = _dist_key(name)
+        if not name or key in seen or (wanted is not None and key not in wanted):
             continue  # the first on sys.path wins, as for imports
         seen.add(key)
         dists.append((key, dist))
+    if wanted is not None and wanted - seen:
+        raise UserError(f"python-packages: not installed here: {', '.join(sorted(wanted - seen))}")
     items: list[list] = []
     stdlib = str(stdlib_dir())
     for key, dist in sorted(dists, key=lambda x: x[0]):

@@ -389,7 +389,7 @@ def _train(cfg: Config, d: parallel.Dist, restart: bool, quiet: bool) -> dict:
     summary = {"steps": step, "tokens": tokens, "epochs": stream.epochs(), "elapsed_s": round(elapsed, 1),
                "run": str(run), "trainable_parameters": sum(p.numel() for p in {id(p): p for p in model.parameters()
                                                                                if p.requires_grad}.values()),
-               "memory_mb": memory_record}
+               "memory_mb": memory_record, "hardware": _hardware(device, d.world)}
     if d.main:
         from codekiln.train.plot import plot_run
 
@@ -406,6 +406,22 @@ def _train(cfg: Config, d: parallel.Dist, restart: bool, quiet: bool) -> dict:
         summary["plots"] = [str(p) for p in plot_run(run)]
         atomic_write_bytes(run / "summary.json", (json.dumps(summary, indent=2) + "\n").encode())
     return summary
+
+
+def _hardware(device: torch.device, world: int) -> str:
+    """What trained the model, for summaries and model cards: "8 x NVIDIA H100 80GB HBM3", "2-core Intel(R) ..."."""
+    if device.type == "cuda":
+        return f"{world} x {torch.cuda.get_device_name(device)}"
+    name = "CPU"
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                name = line.split(":", 1)[1].strip()
+                break
+    except OSError:
+        pass
+    cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count()
+    return f"{world} x {cores}-core {name}" if world > 1 else f"{cores}-core {name}"
 
 
 def _no_sync(model, mode: str, d: parallel.Dist, last: bool):
