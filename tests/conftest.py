@@ -50,3 +50,46 @@ def one_thread():
     torch.set_num_threads(1)
     yield
     torch.set_num_threads(threads)
+
+
+@pytest.fixture(scope="session")
+def snippet_corpus():
+    """write(directory, py, js, docs, seed=0) -> directory: a corpus directory of generated files, Python and
+    JavaScript 3:1 (each two to eight snippets of its language, `{n}` and `{k}` filled in at random), ten to a
+    repository, in one Parquet part."""
+    from codekiln.data.document import DOCUMENT_SCHEMA
+
+    def write(directory, py: list[str], js: list[str], docs: int, seed: int = 0):
+        rng = random.Random(seed)
+        rows = []
+        for i in range(docs):
+            lang, snippets = ("JavaScript", js) if i % 4 == 3 else ("Python", py)
+            text = "".join(rng.choice(snippets).format(n=f"name_{rng.randint(0, 40)}", k=rng.randint(0, 99))
+                           for _ in range(rng.randint(2, 8)))
+            rows.append({"id": f"{i:032x}", "content": text, "path": f"f{i}.{'js' if lang == 'JavaScript' else 'py'}",
+                         "repo": f"repo{i // 10}", "lang": lang, "license": "MIT", "source": "test",
+                         "bytes": len(text.encode()), "stars": None, "cluster_id": f"{i:032x}"})
+        (directory / "data").mkdir(parents=True)
+        pq.write_table(pa.Table.from_pylist(rows, schema=DOCUMENT_SCHEMA), directory / "data" / "part-00000.parquet")
+        return directory
+
+    return write
+
+
+@pytest.fixture(scope="session")
+def stdlib_repos():
+    """write(root, modules) -> root: one repository per standard-library module (an MIT LICENSE file beside it)."""
+    import shutil
+    import sysconfig
+    from pathlib import Path
+
+    def write(root, modules: list[str]):
+        lib = Path(sysconfig.get_paths()["stdlib"])
+        for i, name in enumerate(modules):
+            repo = root / f"repo{i}"
+            repo.mkdir(parents=True)
+            (repo / "LICENSE").write_text("SPDX-License-Identifier: MIT\n")
+            shutil.copy(lib / f"{name}.py", repo / f"{name}.py")
+        return root
+
+    return write

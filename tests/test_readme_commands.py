@@ -7,8 +7,6 @@ so HumanEval and infilling prompts (hundreds of tokens) must be cut to fit, as o
 
 import json
 import re
-import shutil
-import sysconfig
 from pathlib import Path
 
 import pytest
@@ -52,15 +50,10 @@ def isolating_mode():
 
 
 @pytest.fixture(scope="module")
-def demo(tmp_path_factory):
+def demo(tmp_path_factory, stdlib_repos):
     """The README's stages 1 to 3 on 24 one-module repositories: (root, run directory, cli)."""
     root = tmp_path_factory.mktemp("readme")
-    lib = Path(sysconfig.get_paths()["stdlib"])
-    for i, name in enumerate(MODULES):
-        repo = root / "repos" / f"repo{i}"
-        repo.mkdir(parents=True)
-        (repo / "LICENSE").write_text("SPDX-License-Identifier: MIT\n")
-        shutil.copy(lib / f"{name}.py", repo / f"{name}.py")
+    stdlib_repos(root / "repos", MODULES)
     cli = Cli()
     cli("data", "build", root / "repos", "--out", root / "corpus", "--workers", "1", "--quiet")
     cli("tokenizer", "train", "--corpus", root / "corpus", "--out", root / "tok", "--vocab-size", "512", "--quiet",
@@ -99,7 +92,7 @@ def test_the_readme_shows_what_this_file_runs():
 
 RUN_HERE = {"data build", "config show", "tokenizer train", "tokenizer stats", "data tokenize", "train", "plot",
             "complete", "eval humaneval", "eval execute", "eval infill", "eval bpb", "export hf", "export gguf",
-            "import hf", "import gguf", "serve", "lsp", "finetune"}
+            "import hf", "import gguf", "serve", "lsp", "finetune", "run", "report"}
 
 
 def test_every_readme_command_runs_on_a_tiny_trained_model(demo, isolating_mode, capsys):
@@ -320,3 +313,28 @@ def test_the_readme_finetune_commands(demo, tmp_path):
         assert result["files"]["held_out"] > 0 and result["train"]["steps"] == 3
         cli("complete", "--model", tmp_path / out, "def add(a, b):", "--max-new-tokens", "4")
     assert "finetune" in cli.ran
+
+
+def test_the_readme_run_and_report_commands(demo, tmp_path):
+    """`codekiln run CONFIG --plan`, `codekiln run CONFIG` and `codekiln report` on the README corpus's repositories
+    with the micro model (configs/demo.yaml's stages at the size of a test)."""
+    import yaml
+
+    root, _run, cli = demo
+    config = tmp_path / "tiny.yaml"
+    config.write_text(yaml.safe_dump({
+        "data": {"sources": [str(root / "repos")], "workers": 1},
+        "tokenizer": {"vocab_size": 512, "holdout_fraction": 0.25},
+        "model": {"d_model": 32, "n_layers": 2, "n_heads": 4, "kv_heads": 2, "context": 128},
+        "train": {"batch_size": 4, "seq_len": 64, "warmup_steps": 2, "lr": 3e-3, "eval_tokens": 2048, "threads": 1,
+                  "max_steps": 4, "eval_every": 4, "checkpoint_every": 4},
+        "run": {"val_fraction": 0.25, "humaneval": False, "infill": False, "prompts": ["def add(a, b):"],
+                "tokenizer_compare": []}}))
+    out = tmp_path / "runs" / "tiny"
+    cli("run", config, "--out", out, "--plan")
+    cli("run", config, "--out", out, "--quiet")
+    assert (out / "export" / "model.gguf").is_file() and (out / "export" / "hf" / "README.md").is_file()
+    assert json.loads((out / "eval" / "summary.json").read_text())["completions"][0]["prompt"] == "def add(a, b):"
+    (out / "report.html").unlink()
+    cli("report", out)
+    assert (out / "report.html").stat().st_size > 10_000

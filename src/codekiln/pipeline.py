@@ -153,9 +153,29 @@ def _import(ctx: Context) -> str:
     return f"{path.name}: {summary.get('parameters', 0) / 1e6:.0f}M parameters" if summary.get("parameters") else path.name
 
 
+def _train_split_source(cfg: Config, out: Path) -> Path:
+    """The corpus documents of the token shards' training split, as a Parquet source: the reference's fine-tune
+    must never see the documents every model is measured on (the shards' held-out repositories)."""
+    import pyarrow.compute as pc
+    import pyarrow.parquet as pq
+
+    from codekiln.files import atomic_write_parquet
+    from codekiln.tokenizer.train import corpus_parts, is_held_out, split_key
+
+    dest = out / "finetune" / "data" / "source"
+    dest.mkdir(parents=True, exist_ok=True)
+    for i, part in enumerate(corpus_parts(out / "corpus")):
+        table = pq.read_table(part)
+        keep = [not is_held_out(split_key(repo, doc_id), cfg.run.val_fraction, cfg.seed)
+                for repo, doc_id in zip(table.column("repo").to_pylist(), table.column("id").to_pylist())]
+        atomic_write_parquet(dest / f"part-{i:05d}.parquet", table.filter(pc.cast(keep, "bool")) if keep else table)
+    return dest
+
+
 def _finetune(ctx: Context) -> str:
     from codekiln.finetune import finetune
 
+    _train_split_source(ctx.cfg, ctx.out)
     cfg = _finetune_config(ctx.cfg, ctx.out)
     result = finetune(cfg, restart=ctx.fresh, quiet=ctx.quiet)
     return (f"held-out bits/byte {result['before']['val_bpb']:.3f} -> {result['after']['val_bpb']:.3f} "
@@ -166,9 +186,13 @@ def _finetune_config(cfg: Config, out: Path) -> Config:
     """The reference's fine-tune: the config's finetune section, on this run's corpus, into finetune/."""
     new = cfg.model_copy(deep=True)
     new.finetune.base = str(out / "import")
-    new.finetune.code = [f"parquet:{out / 'corpus' / 'data'}"]
+    new.finetune.code = [f"parquet:{out / 'finetune' / 'data' / 'source'}"]  # the training split only
     new.finetune.out = str(out / "finetune")
-    new.finetune.licenses = True  # the corpus stage already applied the license policy
+    # The corpus stage already applied every filter to these documents: the fine-tune's own corpus build only
+    # reads them back (running the filters again would cost minutes and change nothing).
+    new.finetune.licenses = False
+    for stage in ("quality", "parse", "pii", "dedup", "decontam"):
+        getattr(new.data, stage).enabled = False
     new.train = type(cfg.train)(**cfg.run.finetune_train)
     return new
 
@@ -190,14 +214,21 @@ def _eval(ctx: Context) -> str:
             why = str(exc)
     if why:
         console.print(f"eval: HumanEval and infilling pass@1 skipped: {why}", markup=False, soft_wrap=True)
-    ref = ctx.path("import") if r.reference else None
-    tuned = ctx.path("finetune") if r.reference and r.finetune_reference else None
+    ref = ("reference: " + _reference_name(ctx), ctx.path("import")) if r.reference else None
+    tuned = (f"{_reference_name(ctx)} fine-tuned here", ctx.path("finetune")) \
+        if r.reference and r.finetune_reference else None
+    # the trainer's step-0 evaluation (the untrained model) covers train.eval_tokens: measure the same documents
     summary = run_suite(ctx.path("run"), ctx.path("tokens"), ctx.path("eval"), reference=ref, finetuned=tuned,
                         prompts=list(r.prompts), humaneval=r.humaneval, infill=r.infill, sandbox=sandbox,
-                        bpb_tokens=r.bpb_tokens, progress=not ctx.quiet)
+                        bpb_tokens=ctx.cfg.train.eval_tokens, progress=not ctx.quiet)
     he = summary.get("humaneval")
     return f"{summary['bpb']['model']['val_bpb']:.3f} bits/byte" + (
         f", HumanEval pass@1 {he['pass_at_k']['1']:.1%}" if he else "")
+
+
+def _reference_name(ctx: Context) -> str:
+    ref = ctx.cfg.run.reference
+    return "SmolLM2-135M" if ref == "smollm2" else Path(ref).name
 
 
 def _export(ctx: Context) -> str:
@@ -233,13 +264,14 @@ STAGES = (
     Stage("train", "run", ("tokens",), _train_section, lambda c: True, _train),
     Stage("import", "import", (), lambda c: {"reference": c.run.reference}, lambda c: bool(c.run.reference), _import),
     Stage("finetune", "finetune", ("corpus", "import"),
-          lambda c: {"seed": c.seed, "finetune": {k: v for k, v in _dump(c.finetune).items()
+          lambda c: {"seed": c.seed, "val_fraction": c.run.val_fraction,  # which documents it may train on
+                     "finetune": {k: v for k, v in _dump(c.finetune).items()
                                                   if k not in ("base", "code", "out")},
                      "train": {k: v for k, v in c.run.finetune_train.items() if k not in WATCH_KEYS}},
           lambda c: bool(c.run.reference and c.run.finetune_reference), _finetune),
     Stage("eval", "eval", ("train", "import", "finetune"),
-          lambda c: {"run": {k: v for k, v in _dump(c.run).items() if k in ("humaneval", "infill", "bpb_tokens", "prompts")},
-                     "eval": _dump(c.eval)}, lambda c: c.run.eval, _eval),
+          lambda c: {"run": {k: v for k, v in _dump(c.run).items() if k in ("humaneval", "infill", "prompts")},
+                     "eval": _dump(c.eval), "eval_tokens": c.train.eval_tokens}, lambda c: c.run.eval, _eval),
     Stage("export", "export", ("train",), lambda c: {"export": c.run.export, "gguf_type": c.run.gguf_type},
           lambda c: bool(c.run.export), _export),
 )

@@ -3,19 +3,15 @@ model's figure from the run's metrics, skips without a sandbox, and HumanEval an
 
 import json
 import math
-import random
 import shutil
 
 import numpy as np
-import pyarrow as pa
-import pyarrow.parquet as pq
 import pytest
 import torch
 import torch.nn.functional as F
 
 import codekiln
 from codekiln.config import load_config
-from codekiln.data.document import DOCUMENT_SCHEMA
 from codekiln.errors import UserError
 from codekiln.eval.bpb import texts_bpb
 from codekiln.eval.suite import COMPLETION_TOKENS, PUBLISHED, parses, run_suite, untrained_bpb, val_texts
@@ -37,28 +33,12 @@ TINY = ["model.d_model=32", "model.n_layers=2", "model.n_heads=4", "model.kv_hea
 PROMPTS = ["def total(items):\n", "class Box:\n"]
 
 
-def write_corpus(directory, docs: int = 200, seed: int = 0):
-    """Python and JavaScript files (3:1), ten to a repository; some Python holds a non-ASCII character."""
-    rng = random.Random(seed)
-    rows = []
-    for i in range(docs):
-        lang, snippets = ("JavaScript", JS) if i % 4 == 3 else ("Python", PY)
-        text = "".join(rng.choice(snippets).format(n=f"name_{rng.randint(0, 40)}", k=rng.randint(0, 99))
-                       for _ in range(rng.randint(2, 8)))
-        rows.append({"id": f"{i:032x}", "content": text, "path": f"f{i}.{'js' if lang == 'JavaScript' else 'py'}",
-                     "repo": f"repo{i // 10}", "lang": lang, "license": "MIT", "source": "test",
-                     "bytes": len(text.encode()), "stars": None, "cluster_id": f"{i:032x}"})
-    (directory / "data").mkdir(parents=True)
-    pq.write_table(pa.Table.from_pylist(rows, schema=DOCUMENT_SCHEMA), directory / "data" / "part-00000.parquet")
-    return directory
-
-
 @pytest.fixture(scope="module")
-def runs(tmp_path_factory):
+def runs(tmp_path_factory, snippet_corpus):
     """Two micro runs trained 10 steps on the same corpus with different tokenizers (384 and 300 tokens):
     {"a": run, "b": run, "shards": run a's token shards}."""
     root = tmp_path_factory.mktemp("suite")
-    corpus = write_corpus(root / "corpus")
+    corpus = snippet_corpus(root / "corpus", PY, JS, docs=200)
     out = {}
     for name, vocab in (("a", 384), ("b", 300)):
         train_tokenizer(corpus, root / f"tok-{name}", vocab_size=vocab, holdout_fraction=0.0, progress=False)

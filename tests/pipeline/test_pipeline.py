@@ -3,8 +3,6 @@ interrupted, and a failing stage named in one line with its log."""
 
 import json
 import shutil
-import sysconfig
-from pathlib import Path
 
 import pytest
 import yaml
@@ -20,15 +18,10 @@ MODULES = ["textwrap", "shlex", "fnmatch", "glob", "bisect", "heapq", "colorsys"
 
 
 @pytest.fixture(scope="module")
-def config(tmp_path_factory):
+def config(tmp_path_factory, stdlib_repos):
     """A config file whose sources are 16 one-module repositories, a 512-token vocabulary and a micro model."""
     root = tmp_path_factory.mktemp("pipeline")
-    lib = Path(sysconfig.get_paths()["stdlib"])
-    for i, name in enumerate(MODULES):
-        repo = root / "repos" / f"repo{i}"
-        repo.mkdir(parents=True)
-        (repo / "LICENSE").write_text("SPDX-License-Identifier: MIT\n")
-        shutil.copy(lib / f"{name}.py", repo / f"{name}.py")
+    stdlib_repos(root / "repos", MODULES)
     cfg = {"seed": 0, "data": {"sources": [str(root / "repos")], "workers": 1},
            "tokenizer": {"vocab_size": 512, "holdout_fraction": 0.25},
            "model": {"d_model": 32, "n_layers": 2, "n_heads": 4, "kv_heads": 2, "context": 128},
@@ -104,3 +97,39 @@ def test_an_interrupted_stage_resumes_and_a_failing_stage_is_one_line(config, tm
     assert "stage train failed" in err and "logs/train.log" in err
     assert _record(out)["train"]["status"] == "failed" and _record(out)["tokens"]["status"] == "skipped"
     assert main(["run", str(config), "--out", str(out), "--quiet", "--until", "nowhere"]) == 2
+
+
+def test_a_reference_is_imported_fine_tuned_on_the_training_split_and_measured_on_the_same_bytes(config, tmp_path):
+    """run.reference (here a tiny Llama-shaped export standing in for SmolLM2) is imported; its fine-tune sees
+    only the token shards' training split; eval measures model, reference and fine-tune on the same bytes."""
+    from codekiln.tokenizer.train import is_held_out, split_key, corpus_rows
+
+    ref_out = tmp_path / "ref"
+    assert main(["run", str(config), "--out", str(ref_out), "--quiet", "--until", "train", "model.positions=rope",
+                 "model.norm=rmsnorm", "model.mlp=swiglu"]) == 0
+    assert main(["export", "hf", "--model", str(ref_out / "run"), "--out", str(tmp_path / "ref-hf")]) == 0
+    out = tmp_path / "with-ref"
+    args = ["run", str(config), "--out", str(out), "--quiet", f"run.reference={tmp_path / 'ref-hf'}",
+            "run.finetune_reference=true", "run.eval=true", "run.humaneval=false", "run.infill=false",
+            'run.prompts=["def add(a, b):"]', "run.export=[]",
+            'run.finetune_train={"max_steps": 3, "batch_size": 4, "seq_len": 64, "lr": 1e-3, "threads": 1, '
+            '"eval_tokens": 2048}',
+            "finetune.eval_tasks=1", "finetune.eval_bodies=1", "finetune.eval_max_new_tokens=8",
+            "finetune.holdout_fraction=0.3"]
+    assert main(args) == 0
+    stages = _record(out)
+    assert stages["import"]["status"] == "done" and stages["finetune"]["status"] == "done"
+    # the fine-tune's documents: the training split of the run's shards, never a held-out repository
+    cfg = load_config(config)
+    held = {doc_id for doc_id, repo in corpus_rows(out / "corpus", ["id", "repo"])
+            if is_held_out(split_key(repo, doc_id), cfg.run.val_fraction, cfg.seed)}
+    import pyarrow.parquet as pq
+
+    seen = {doc_id for part in sorted((out / "finetune" / "data" / "source").glob("*.parquet"))
+            for doc_id in pq.read_table(part, columns=["id"]).column("id").to_pylist()}
+    assert held and seen and not held & seen
+    summary = json.loads((out / "eval" / "summary.json").read_text())
+    bpb = summary["bpb"]
+    assert bpb["reference"]["val_bpb"] > 0 and bpb["finetuned"]["val_bpb"] > 0
+    assert summary["completions"][0]["reference_model"] is not None
+    assert "SmolLM2" not in json.dumps(bpb)  # named after the reference given, not a default
