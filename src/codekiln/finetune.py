@@ -216,7 +216,8 @@ def _evaluate(model_path: Path, files: list[dict], context: list[dict], cfg: Con
 
     model, tok = load(ckpt, device="cuda" if torch.cuda.is_available() else "cpu")
     result.update(heldout.evaluate(model, tok, tasks, bodies, repo_level=repo_level_fim(ckpt), context_files=context,
-                                   max_new_tokens=f.eval_max_new_tokens, batch_size=8))
+                                   max_new_tokens=f.eval_max_new_tokens, batch_size=8,
+                                   context=cfg.train.seq_len))  # both models at the length the fine-tune trains
     return result
 
 

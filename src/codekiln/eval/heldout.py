@@ -376,7 +376,7 @@ def score_middles(tasks: Sequence[Mapping], middles: Sequence[str]) -> dict:
 
 
 def evaluate(model, tok, tasks: Sequence[Mapping], bodies: Sequence[Mapping], *, repo_level: bool = False,
-             context_files=None, max_new_tokens: int = 128, batch_size: int = 16,
+             context_files=None, max_new_tokens: int = 128, batch_size: int = 16, context: int | None = None,
              progress: Callable[[int], None] | None = None) -> dict:
     """Greedy middles for the tasks and completions of the bodies, through codekiln.infer's batched, KV-cached
     generation; exact match per kind and the bodies side by side.
@@ -397,10 +397,12 @@ def evaluate(model, tok, tasks: Sequence[Mapping], bodies: Sequence[Mapping], *,
 
     Returns prompt_style, exact_match and tasks per kind (score_middles), per_task, bodies (repo, path, name,
     prompt_tail, reference, completion), and generation (prompts, prompts_cut, context, max_new_tokens).
-    `progress(n)` is called after each batch, len(tasks) + len(bodies) in all.
+    `progress(n)` is called after each batch, len(tasks) + len(bodies) in all. `context` caps the window
+    prompts are fitted into (default: the model's context).
     """
     style = prompt_style(tok, repo_level)
-    context = model.cfg.context
+    # `context` caps the prompt window below the model's (a fine-tune compares models at the length it trained)
+    context = model.cfg.context if context is None else min(context, model.cfg.context)
     window = dict(context=context, max_new_tokens=max_new_tokens)
     fitted = task_prompts(tok, tasks, style, context_files=context_files, **window)
     prompts = [f.ids for f in fitted]
