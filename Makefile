@@ -46,14 +46,7 @@ system:
 	fi
 
 demo: $(STAMP)
-	$(BIN)/codekiln data build python-stdlib python-packages --out $(DEMO_OUT)/corpus --config configs/demo.yaml
-	$(BIN)/codekiln tokenizer train --corpus $(DEMO_OUT)/corpus --out $(DEMO_OUT)/tokenizer --config configs/demo.yaml
-	$(BIN)/codekiln tokenizer stats --tokenizer $(DEMO_OUT)/tokenizer --corpus $(DEMO_OUT)/corpus --compare cl100k_base
-	$(BIN)/codekiln data tokenize --corpus $(DEMO_OUT)/corpus --tokenizer $(DEMO_OUT)/tokenizer --out $(DEMO_OUT)/tokens --val-fraction 0.02 --config configs/demo.yaml
-	$(BIN)/codekiln train --config configs/demo.yaml --data $(DEMO_OUT)/tokens --tokenizer $(DEMO_OUT)/tokenizer --out $(DEMO_OUT)/run
-	$(BIN)/codekiln eval bpb --model $(DEMO_OUT)/run --shards $(DEMO_OUT)/tokens --max-tokens 65536
-	$(BIN)/codekiln eval humaneval --model $(DEMO_OUT)/run --n 2 --k 1,2 --temperature 0.2 --max-new-tokens 128 --allow-code-execution
-	$(BIN)/codekiln complete --model $(DEMO_OUT)/run "def fibonacci(n):"
+	$(BIN)/codekiln run configs/demo.yaml --out $(DEMO_OUT)
 
 # The whole suite, slow tests included (what CI runs), then the numeric tests again under the other kernels.
 test: $(STAMP)
