@@ -93,3 +93,4 @@ def stdlib_repos():
         return root
 
     return write
+

@@ -9,6 +9,7 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.parquet as pq
 import model_runs
+from llama_cpp_guard import skip_llama_cpp_evaluation_on_amx
 import pytest
 import torch
 
@@ -116,6 +117,7 @@ def reference_ids(tok):
 
 def llama(path, n_ctx=128, **kwargs):
     """The file through llama.cpp: every position's logits, float32 KV cache (the default f16 cache rounds k, v)."""
+    skip_llama_cpp_evaluation_on_amx()
     return llama_cpp.Llama(model_path=str(path), logits_all=True, n_ctx=n_ctx, verbose=False, n_threads=1,
                            type_k=llama_cpp.GGML_TYPE_F32, type_v=llama_cpp.GGML_TYPE_F32, **kwargs)
 

@@ -8,6 +8,7 @@ from pathlib import Path
 import gguf
 import numpy as np
 import pytest
+from llama_cpp_guard import skip_llama_cpp_evaluation_on_amx
 import torch
 import transformers
 from gguf import GGMLQuantizationType as Q
@@ -250,6 +251,7 @@ def test_import_gguf_matches_llama_cpp_on_the_same_file(tmp_path):
     path = _write_gguf(tmp_path / "m.gguf", hf, tok)
     import_model("gguf", path, tmp_path / "run", progress=False)
     model, ours = codekiln.load(tmp_path / "run")
+    skip_llama_cpp_evaluation_on_amx()
     llm = llama_cpp.Llama(model_path=str(path), n_ctx=128, logits_all=True, verbose=False, n_threads=1,
                           type_k=0, type_v=0)  # a float32 KV cache: the default float16 one rounds k and v
     for text in SAMPLES:
@@ -280,6 +282,7 @@ def test_an_imported_model_without_fim_exports_back_to_gguf(tmp_path):
     assert not [k for k in fields if k.split(".")[-1] in ("fim_pre_token_id", "fim_suf_token_id",
                                                           "fim_mid_token_id", "fim_pad_token_id")]
     assert "tokenizer.ggml.fim_sep_token_id" in fields
+    skip_llama_cpp_evaluation_on_amx()
     llm = llama_cpp.Llama(model_path=str(tmp_path / "back.gguf"), n_ctx=64, verbose=False, n_threads=1)
     _, ours = codekiln.load(tmp_path / "run")
     assert llm.tokenize(SAMPLES[0].encode(), add_bos=False, special=False) == ours.encode(SAMPLES[0])
@@ -380,6 +383,7 @@ def test_smollm2_matches_llama_cpp(smollm2, tmp_path):
     texts = [p.read_text(encoding="utf-8") for p in sorted((root / "src" / "codekiln").rglob("*.py"))
              + sorted((root / "docs").glob("*.md"))]
     kw = dict(n_ctx=256, logits_all=True, verbose=False, n_threads=2, type_k=0, type_v=0)  # f32 KV cache
+    skip_llama_cpp_evaluation_on_amx()
     llm = llama_cpp.Llama(model_path=str(source), **kw)
     differ = [i for i, t in enumerate(texts) if tok.encode(t) != llm.tokenize(t.encode(), add_bos=False, special=False)]
     assert not differ, f"{len(differ)} of {len(texts)} files tokenize differently, the first: {differ[0]}"

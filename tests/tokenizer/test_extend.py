@@ -6,6 +6,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from llama_cpp_guard import skip_llama_cpp_evaluation_on_amx
 import torch
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
@@ -317,6 +318,7 @@ def test_the_grown_model_exports_to_transformers_and_llama_cpp(imported, tmp_pat
     fields = gguf.GGUFReader(str(tmp_path / "m.gguf")).fields
     assert int(fields["tokenizer.ggml.fim_pre_token_id"].contents()) == result["added"]["<|fim_prefix|>"]
     assert int(fields["tokenizer.ggml.fim_mid_token_id"].contents()) == result["added"]["<|fim_middle|>"]
+    skip_llama_cpp_evaluation_on_amx()
     llm = llama_cpp.Llama(model_path=str(tmp_path / "m.gguf"), n_ctx=64, logits_all=True, verbose=False, n_threads=1,
                           type_k=0, type_v=0)  # a float32 KV cache
     # An import from a Hugging Face directory records no llama.cpp split, so the export names the nearest one:
