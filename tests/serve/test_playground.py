@@ -198,7 +198,7 @@ def test_keyed_server_asks_for_the_key_once_per_session(page, keyed, tmp_path):
 
     page.fill("#key-input", "not-the-key")
     page.press("#key-input", "Enter")
-    page.wait_for_function("document.getElementById('key-message').textContent.includes('did not accept')")
+    page.wait_for_function("() => document.getElementById('key-message').textContent.includes('did not accept')")
     form.wait_for(state="visible")
     page.fill("#key-input", KEY)
     page.press("#key-input", "Enter")
